@@ -1,0 +1,41 @@
+/* loops/common.h -- what every loop file shares; included once per dtype by kernels.c,
+ * after `real` (float or double) and FN(name) (name_f32 / name_f64) are defined. */
+#include <math.h>
+
+#ifndef FO_LOOPS_COMMON_ONCE
+#define FO_LOOPS_COMMON_ONCE
+
+/* Runtime SIMD dispatch: GCC/clang compile a chunk function once per target and pick one
+ * when the library loads (an ifunc), so one build runs on any x86-64 and still uses
+ * AVX-512 where the CPU has it. Elsewhere the plain loop is compiled once. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#  if __has_attribute(target_clones)
+#    define FO_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+#  endif
+#endif
+#ifndef FO_SIMD
+#  define FO_SIMD
+#endif
+
+/* Loops that take a few constant options are written once as an always-inline function
+ * and called with literal flags, so each variant compiles without tests in its loop. */
+#define FO_INLINE static inline __attribute__((always_inline))
+
+#define FO_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
+
+#endif /* FO_LOOPS_COMMON_ONCE */
+
+/* The gradient as every optimizer sees it: maximize negates it, then L2 weight decay
+ * adds wd * p. The caller's grad buffer is never written. */
+FO_INLINE real FN(effective_grad)(real grad, real param, int maximize, real weight_decay,
+                                  int l2)
+{
+    real g = maximize ? -grad : grad;
+    return l2 ? g + weight_decay * param : g;
+}
+
+/* NumPy's maximum(a, b): NaN in either propagates; otherwise the larger. */
+FO_INLINE real FN(maximum)(real a, real b)
+{
+    return (a >= b || a != a) ? a : b;
+}

@@ -1,0 +1,80 @@
+/* parallel.c -- splitting one kernel call across OpenMP threads.
+ *
+ * Element-wise updates are independent, so the split never changes a result: any number
+ * of threads gives the same bits. Small buffers run on the calling thread, because
+ * waking a second thread costs more than it saves below a size measured by the
+ * benchmark (python -m fastoptim bench). */
+#include "fastoptim.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FO_X86 1
+#endif
+
+/* elements each thread must get at least before a second thread is used */
+static int64_t parallel_threshold = 1 << 16;
+
+int64_t fo_parallel_threshold(void) { return parallel_threshold; }
+
+void fo_set_parallel_threshold(int64_t n) { parallel_threshold = n > 1 ? n : 1; }
+
+int fo_has_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fo_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads)
+{
+    int64_t team = threads > 0 ? threads : fo_max_threads();
+    int64_t most = n / parallel_threshold;
+    if (team > most)
+        team = most;
+    if (team <= 1) {
+        chunk(ctx, 0, n);
+        return;
+    }
+#ifdef _OPENMP
+    #pragma omp parallel num_threads((int)team)
+    {
+        int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        /* contiguous blocks whose bounds are multiples of 64 elements: whole cache lines */
+        int64_t per = ((n + nt - 1) / nt + 63) / 64 * 64;
+        int64_t lo = per * t, hi = lo + per < n ? lo + per : n;
+        if (lo < hi)
+            chunk(ctx, lo, hi);
+    }
+#else
+    chunk(ctx, 0, n);
+#endif
+}
+
+/* The variant the target_clones resolver picks, in its order of preference. */
+const char *fo_simd_target(void)
+{
+#ifdef FO_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f";
+    if (__builtin_cpu_supports("avx2"))
+        return "avx2";
+    return "default (x86-64)";
+#else
+    return "default (generic)";
+#endif
+}

@@ -1,0 +1,342 @@
+"""Optimizer objects: hold params and state, validate, call a kernel.
+
+Each class takes torch.optim's hyperparameter names and defaults, updates one or several
+contiguous float32/float64 arrays in place, and runs its update through a backend:
+``"c"`` (fastoptim.kernels), ``"numpy"`` (fastoptim.reference) or ``"auto"`` (the compiled
+one, falling back to the reference with one warning when the extension is not built).
+"""
+import os
+import warnings
+
+import numpy as np
+
+from fastoptim import reference
+from fastoptim._checks import MOMENTUM_FORMS, check_array, check_buffers
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
+
+BACKENDS = ("auto", "c", "numpy")
+_warned_fallback = False
+
+
+def resolve_backend(backend):
+    """The kernel module for a backend name. FASTOPTIM_BACKEND=numpy makes "auto" pick the
+    reference (handy to run a program against the oracle without editing it)."""
+    global _warned_fallback
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto" and os.environ.get("FASTOPTIM_BACKEND") == "numpy":
+        backend = "numpy"
+    if backend == "numpy":
+        return reference
+    try:
+        from fastoptim import kernels
+    except ImportError as exc:
+        if backend == "c":
+            raise ImportError(
+                "backend='c' needs the compiled extension fastoptim._kernels, which is not "
+                "built; reinstall with `pip install .` (a C compiler is required)") from exc
+        if not _warned_fallback:
+            warnings.warn("fastoptim: the compiled kernels are not built; using the NumPy "
+                          "reference (same results, slower)", RuntimeWarning, stacklevel=3)
+            _warned_fallback = True
+        return reference
+    return kernels
+
+
+def _check_unit_interval(name, value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def _check_nonnegative(name, value):
+    if not value >= 0.0:  # also refuses NaN
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+class Optimizer:
+    """Base class: params, per-param state arrays, hyperparameters, the step count.
+
+    Subclasses define ``_state_names()`` (the state arrays each param gets, zero-filled
+    unless ``_initial_state`` says otherwise), ``_check_hyperparameters()`` and
+    ``_update(param, grad, state, lr, step)``, which calls one kernel.
+    """
+
+    def __init__(self, params, *, lr, backend="auto", threads=None):
+        self._single = isinstance(params, np.ndarray)
+        self.params = self._check_params([params] if self._single else list(params))
+        self._kernels = resolve_backend(backend)
+        self.backend = "numpy" if self._kernels is reference else "c"
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
+        self.lr = lr
+        self.step_count = 0
+        self._check_hyperparameters()
+        self.state = [
+            {name: self._initial_state(name, p) for name in self._state_names()}
+            for p in self.params
+        ]
+
+    # -- hyperparameters -------------------------------------------------------------------
+
+    @property
+    def lr(self):
+        """The learning rate: a number, or a schedule (a callable of the 0-based step)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        if not callable(value):
+            value = float(value)
+            _check_nonnegative("lr", value)
+        self._lr = value
+
+    def current_lr(self):
+        """The learning rate the next step will use."""
+        if not callable(self._lr):
+            return self._lr
+        lr = float(self._lr(self.step_count))
+        if not lr >= 0.0:
+            raise ValueError(f"lr schedule gave {lr} at step {self.step_count}; lr must be >= 0")
+        return lr
+
+    def _check_hyperparameters(self):
+        pass
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _state_names(self):
+        return ()
+
+    def _initial_state(self, name, param):
+        return np.zeros_like(param)
+
+    # -- stepping ---------------------------------------------------------------------------
+
+    def step(self, grads):
+        """Update every param in place from its gradient (an array, or a list matching
+        params). Every grad is checked before any buffer is written."""
+        grads = self._check_grads(grads)
+        lr = self.current_lr()
+        t = self.step_count + 1
+        for param, grad, state in zip(self.params, grads, self.state):
+            self._update(param, grad, state, lr, t)
+        self.step_count = t
+
+    def _update(self, param, grad, state, lr, step):
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_params(params):
+        if not params:
+            raise ValueError("params is empty: give an array or a non-empty list of arrays")
+        for i, p in enumerate(params):
+            name = "params" if len(params) == 1 else f"params[{i}]"
+            check_array(name, p, written=True)
+        for i, p in enumerate(params):
+            for j in range(i):
+                if p.size and np.may_share_memory(p, params[j]):
+                    raise ValueError(f"params[{i}] shares memory with params[{j}]")
+        return params
+
+    def _check_grads(self, grads):
+        if isinstance(grads, np.ndarray):
+            grads = [grads]
+        else:
+            grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads has {len(grads)} arrays but the optimizer holds "
+                             f"{len(self.params)} params")
+        for i, (p, g, st) in enumerate(zip(self.params, grads, self.state)):
+            sfx = "" if len(grads) == 1 else f"[{i}]"
+            names = tuple(st)
+            check_buffers(p, g, names, tuple(st.values()),
+                          names=("params" + sfx, "grads" + sfx))
+        return grads
+
+    def __repr__(self):
+        lr = self._lr if callable(self._lr) else f"{self._lr:g}"
+        return (f"{type(self).__name__}(<{len(self.params)} arrays>, lr={lr}, "
+                f"backend={self.backend!r})")
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: p <- p - lr*g; with momentum > 0, momentum in the given form.
+
+    ``form`` ("torch", "ewma" or "velocity") and ``bias_correction`` (ewma form) go beyond
+    torch; see fastoptim.reference.momentum_step for the three update rules.
+    """
+
+    def __init__(self, params, *, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False, form="torch", bias_correction=False,
+                 backend="auto", threads=None):
+        self.momentum = float(momentum)
+        self.dampening = float(dampening)
+        self.weight_decay = float(weight_decay)
+        self.nesterov = bool(nesterov)
+        self.maximize = bool(maximize)
+        self.form = form
+        self.bias_correction = bool(bias_correction)
+        super().__init__(params, lr=lr, backend=backend, threads=threads)
+
+    def _check_hyperparameters(self):
+        _check_unit_interval("momentum", self.momentum)
+        _check_unit_interval("dampening", self.dampening)
+        _check_nonnegative("weight_decay", self.weight_decay)
+        if self.form not in MOMENTUM_FORMS:
+            raise ValueError(f"form must be one of {MOMENTUM_FORMS}, got {self.form!r}")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov requires momentum > 0 and dampening == 0")
+        if self.dampening != 0 and self.form != "torch":
+            raise ValueError(f"dampening applies to form='torch' only, got form={self.form!r}")
+        if self.bias_correction and self.form != "ewma":
+            raise ValueError(f"bias_correction applies to form='ewma' only, got {self.form!r}")
+
+    def _state_names(self):
+        return ("momentum_buffer",) if self.momentum > 0 else ()
+
+    def _update(self, param, grad, state, lr, step):
+        if not state:
+            self._kernels.sgd_step(param, grad, lr=lr, weight_decay=self.weight_decay,
+                                   maximize=self.maximize, threads=self.threads)
+            return
+        self._kernels.momentum_step(
+            param, grad, state["momentum_buffer"], lr=lr, momentum=self.momentum, step=step,
+            dampening=self.dampening, nesterov=self.nesterov, form=self.form,
+            bias_correction=self.bias_correction, weight_decay=self.weight_decay,
+            maximize=self.maximize, threads=self.threads)
+
+
+class Momentum(SGD):
+    """SGD with momentum (default 0.9) in the torch, ewma (Ng) or velocity (CS231n) form."""
+
+    def __init__(self, params, *, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False, form="torch", bias_correction=False,
+                 backend="auto", threads=None):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                         form=form, bias_correction=bias_correction, backend=backend,
+                         threads=threads)
+
+
+class Nesterov(Momentum):
+    """Momentum with nesterov=True (torch.optim.SGD(nesterov=True) in the torch form)."""
+
+    def __init__(self, params, *, lr=1e-3, momentum=0.9, weight_decay=0.0, maximize=False,
+                 form="torch", bias_correction=False, backend="auto", threads=None):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         nesterov=True, maximize=maximize, form=form,
+                         bias_correction=bias_correction, backend=backend, threads=threads)
+
+
+class AdaGrad(Optimizer):
+    """torch.optim.Adagrad: s <- s + g*g; p <- p - clr*g/(sqrt(s) + eps)."""
+
+    def __init__(self, params, *, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, maximize=False, backend="auto",
+                 threads=None):
+        self.lr_decay = float(lr_decay)
+        self.weight_decay = float(weight_decay)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.eps = float(eps)
+        self.maximize = bool(maximize)
+        super().__init__(params, lr=lr, backend=backend, threads=threads)
+
+    def _check_hyperparameters(self):
+        _check_nonnegative("lr_decay", self.lr_decay)
+        _check_nonnegative("weight_decay", self.weight_decay)
+        _check_nonnegative("initial_accumulator_value", self.initial_accumulator_value)
+        _check_nonnegative("eps", self.eps)
+
+    def _state_names(self):
+        return ("sum",)  # torch.optim.Adagrad's name
+
+    def _initial_state(self, name, param):
+        return np.full_like(param, self.initial_accumulator_value)
+
+    def _update(self, param, grad, state, lr, step):
+        self._kernels.adagrad_step(param, grad, state["sum"], lr=lr, step=step,
+                                   lr_decay=self.lr_decay, eps=self.eps,
+                                   weight_decay=self.weight_decay, maximize=self.maximize,
+                                   threads=self.threads)
+
+
+class RMSProp(Optimizer):
+    """torch.optim.RMSprop, with its centered and momentum variants."""
+
+    def __init__(self, params, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False, maximize=False, backend="auto", threads=None):
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.momentum = float(momentum)
+        self.centered = bool(centered)
+        self.maximize = bool(maximize)
+        super().__init__(params, lr=lr, backend=backend, threads=threads)
+
+    def _check_hyperparameters(self):
+        _check_unit_interval("alpha", self.alpha)
+        _check_unit_interval("momentum", self.momentum)
+        _check_nonnegative("eps", self.eps)
+        _check_nonnegative("weight_decay", self.weight_decay)
+
+    def _state_names(self):
+        names = ("square_avg",)
+        if self.centered:
+            names += ("grad_avg",)
+        if self.momentum > 0:
+            names += ("momentum_buffer",)
+        return names
+
+    def _update(self, param, grad, state, lr, step):
+        self._kernels.rmsprop_step(param, grad, state["square_avg"], state.get("grad_avg"),
+                                   state.get("momentum_buffer"), lr=lr, alpha=self.alpha,
+                                   eps=self.eps, momentum=self.momentum,
+                                   weight_decay=self.weight_decay, maximize=self.maximize,
+                                   threads=self.threads)
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam (L2 weight decay, amsgrad), plus optax's eps_root."""
+
+    _decoupled = False
+
+    def __init__(self, params, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, maximize=False, eps_root=0.0, backend="auto", threads=None):
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.amsgrad = bool(amsgrad)
+        self.maximize = bool(maximize)
+        self.eps_root = float(eps_root)
+        super().__init__(params, lr=lr, backend=backend, threads=threads)
+
+    def _check_hyperparameters(self):
+        _check_unit_interval("betas[0]", self.betas[0])
+        _check_unit_interval("betas[1]", self.betas[1])
+        _check_nonnegative("eps", self.eps)
+        _check_nonnegative("eps_root", self.eps_root)
+        _check_nonnegative("weight_decay", self.weight_decay)
+
+    def _state_names(self):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+
+    def _update(self, param, grad, state, lr, step):
+        kernel = self._kernels.adamw_step if self._decoupled else self._kernels.adam_step
+        kernel(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+               lr=lr, step=step, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+               eps_root=self.eps_root, weight_decay=self.weight_decay, maximize=self.maximize,
+               threads=self.threads)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: decoupled weight decay p <- p*(1 - lr*wd), then Adam."""
+
+    _decoupled = True
+
+    def __init__(self, params, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False, eps_root=0.0, backend="auto", threads=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, eps_root=eps_root,
+                         backend=backend, threads=threads)
