@@ -5,12 +5,14 @@ contiguous float32/float64 arrays in place, and runs its update through a backen
 ``"c"`` (fastoptim.kernels), ``"numpy"`` (fastoptim.reference) or ``"auto"`` (the compiled
 one, falling back to the reference with one warning when the extension is not built).
 """
+import bisect
 import os
 import warnings
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
-from fastoptim import reference
+from fastoptim import checkpoint, reference
 from fastoptim._checks import MOMENTUM_FORMS, check_array, check_buffers
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
@@ -57,26 +59,36 @@ def _check_nonnegative(name, value):
 class Optimizer:
     """Base class: params, per-param state arrays, hyperparameters, the step count.
 
-    Subclasses define ``_state_names()`` (the state arrays each param gets, zero-filled
-    unless ``_initial_state`` says otherwise), ``_check_hyperparameters()`` and
+    Subclasses list their ``hyperparameters`` (attribute names, saved in checkpoints) and
+    define ``_state_names()`` (the state arrays each param gets, zero-filled unless
+    ``_initial_state`` says otherwise), ``_check_hyperparameters()`` and
     ``_update(param, grad, state, lr, step)``, which calls one kernel.
     """
 
-    def __init__(self, params, *, lr, backend="auto", threads=None):
-        self._single = isinstance(params, np.ndarray)
-        self.params = self._check_params([params] if self._single else list(params))
+    hyperparameters = ("lr",)
+
+    def __init__(self, params, *, lr, backend="auto", threads=None, check_finite=False,
+                 on_nonfinite="raise"):
+        self.params = self._check_params([params] if isinstance(params, np.ndarray)
+                                         else list(params))
         self._kernels = resolve_backend(backend)
         self.backend = "numpy" if self._kernels is reference else "c"
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.threads = threads
+        self.check_finite = bool(check_finite)
+        self.on_nonfinite = on_nonfinite
         self.lr = lr
         self.step_count = 0
+        self.skipped_steps = 0
         self._check_hyperparameters()
         self.state = [
             {name: self._initial_state(name, p) for name in self._state_names()}
             for p in self.params
         ]
+        self._index_written_buffers()
 
     # -- hyperparameters -------------------------------------------------------------------
 
@@ -112,17 +124,112 @@ class Optimizer:
     def _initial_state(self, name, param):
         return np.zeros_like(param)
 
+    def state_dict(self):
+        """Plain data: optimizer kind, step count, hyperparameters and a copy of every
+        state array (a list with one dict per param). A schedule given as lr is not data:
+        it is saved as None and the loading optimizer keeps its own."""
+        hyper = {name: getattr(self, name) for name in self.hyperparameters}
+        if callable(hyper["lr"]):
+            hyper["lr"] = None
+        hyper = {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()}
+        return {
+            "optimizer": type(self).__name__,
+            "step_count": self.step_count,
+            "hyperparameters": hyper,
+            "state": [{name: a.copy() for name, a in st.items()} for st in self.state],
+        }
+
+    def load_state_dict(self, state_dict):
+        """Restore a state dict. Everything is checked first -- optimizer kind, number of
+        params, hyperparameters, state names, shapes and dtypes -- so a bad one raises
+        ValueError/TypeError and leaves the optimizer as it was. State arrays are copied
+        into the optimizer's own buffers."""
+        try:
+            kind = state_dict["optimizer"]
+            step_count = state_dict["step_count"]
+            hyper = dict(state_dict["hyperparameters"])
+            states = list(state_dict["state"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"state_dict is not a fastoptim state dict: missing {exc}") from exc
+        if kind != type(self).__name__:
+            raise ValueError(f"state_dict is for {kind}, not {type(self).__name__}")
+        if isinstance(step_count, bool) or not isinstance(step_count, (int, np.integer)) \
+                or step_count < 0:
+            raise ValueError(f"state_dict step_count must be an integer >= 0, got {step_count!r}")
+        if set(hyper) != set(self.hyperparameters):
+            raise ValueError(f"state_dict hyperparameters are {sorted(hyper)}, expected "
+                             f"{sorted(self.hyperparameters)}")
+        if len(states) != len(self.params):
+            raise ValueError(f"state_dict holds state for {len(states)} params, the optimizer "
+                             f"has {len(self.params)}")
+        if hyper["lr"] is None:
+            hyper["lr"] = self._lr
+        old = {name: getattr(self, name) for name in self.hyperparameters}
+        try:
+            self._set_hyperparameters(hyper)
+            self._check_hyperparameters()
+            expected = self._state_names()
+            for i, (param, st) in enumerate(zip(self.params, states)):
+                self._check_loaded_state(i, param, st, expected)
+        except BaseException:
+            self._set_hyperparameters(old)
+            raise
+        for own, st in zip(self.state, states):
+            for name in expected:
+                np.copyto(own[name], st[name])
+        self.step_count = int(step_count)
+
+    def _set_hyperparameters(self, hyper):
+        for name, value in hyper.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            setattr(self, name, value)
+
+    @staticmethod
+    def _check_loaded_state(i, param, state, expected):
+        if not isinstance(state, dict) or set(state) != set(expected):
+            names = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state_dict state[{i}] holds {names}, expected {sorted(expected)}")
+        for name in expected:
+            a = state[name]
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"state_dict state[{i}][{name!r}] must be an ndarray, "
+                                f"got {type(a).__name__}")
+            if a.dtype != param.dtype or a.shape != param.shape:
+                raise ValueError(f"state_dict state[{i}][{name!r}] is {a.dtype}{list(a.shape)}"
+                                 f", param {i} is {param.dtype}{list(param.shape)}")
+
+    def save(self, path):
+        """Write a checkpoint (.npz) atomically: a crash mid-save leaves the old file."""
+        checkpoint.write_atomic(path, self.state_dict())
+
+    def load(self, path):
+        """Restore a checkpoint written by save(); ValueError (and no change) if the file is
+        corrupt, truncated, foreign or for another optimizer."""
+        self.load_state_dict(checkpoint.read(path))
+
     # -- stepping ---------------------------------------------------------------------------
 
     def step(self, grads):
         """Update every param in place from its gradient (an array, or a list matching
-        params). Every grad is checked before any buffer is written."""
+        params). Every grad is checked before any buffer is written.
+
+        Returns True, or False when check_finite=True, on_nonfinite="skip" and a grad
+        holds NaN/Inf: then nothing is written and skipped_steps counts it.
+        """
         grads = self._check_grads(grads)
+        if self.check_finite and not all(np.isfinite(g).all() for g in grads):
+            if self.on_nonfinite == "raise":
+                raise FloatingPointError("grads hold NaN or Inf (check_finite=True): the step "
+                                         "was not taken and nothing was changed")
+            self.skipped_steps += 1
+            return False
         lr = self.current_lr()
         t = self.step_count + 1
         for param, grad, state in zip(self.params, grads, self.state):
             self._update(param, grad, state, lr, t)
         self.step_count = t
+        return True
 
     def _update(self, param, grad, state, lr, step):
         raise NotImplementedError
@@ -132,27 +239,37 @@ class Optimizer:
         if not params:
             raise ValueError("params is empty: give an array or a non-empty list of arrays")
         for i, p in enumerate(params):
-            name = "params" if len(params) == 1 else f"params[{i}]"
-            check_array(name, p, written=True)
-        for i, p in enumerate(params):
-            for j in range(i):
-                if p.size and np.may_share_memory(p, params[j]):
-                    raise ValueError(f"params[{i}] shares memory with params[{j}]")
+            check_array("params" if len(params) == 1 else f"params[{i}]", p, written=True)
         return params
 
+    def _index_written_buffers(self):
+        """Sort the byte ranges of every written buffer (params and state) so a grad is
+        checked against all of them in O(log n); refuse params that share memory."""
+        spans = []
+        for i, p in enumerate(self.params):
+            spans.append((*byte_bounds(p), f"params[{i}]"))
+            spans += [(*byte_bounds(a), f"state[{i}][{name!r}]")
+                      for name, a in self.state[i].items()]
+        spans = sorted(s for s in spans if s[0] < s[1])
+        for (_, end, name), (start, _, other) in zip(spans, spans[1:]):
+            if start < end:
+                raise ValueError(f"{other} shares memory with {name}")
+        self._written_starts = [s[0] for s in spans]
+        self._written_spans = spans
+
     def _check_grads(self, grads):
-        if isinstance(grads, np.ndarray):
-            grads = [grads]
-        else:
-            grads = list(grads)
+        grads = [grads] if isinstance(grads, np.ndarray) else list(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"grads has {len(grads)} arrays but the optimizer holds "
                              f"{len(self.params)} params")
         for i, (p, g, st) in enumerate(zip(self.params, grads, self.state)):
             sfx = "" if len(grads) == 1 else f"[{i}]"
-            names = tuple(st)
-            check_buffers(p, g, names, tuple(st.values()),
+            check_buffers(p, g, tuple(st), tuple(st.values()),
                           names=("params" + sfx, "grads" + sfx))
+            start, end = byte_bounds(g)
+            k = bisect.bisect_left(self._written_starts, end) - 1
+            if start < end and k >= 0 and self._written_spans[k][1] > start:
+                raise ValueError(f"grads{sfx} shares memory with {self._written_spans[k][2]}")
         return grads
 
     def __repr__(self):
@@ -165,12 +282,16 @@ class SGD(Optimizer):
     """torch.optim.SGD: p <- p - lr*g; with momentum > 0, momentum in the given form.
 
     ``form`` ("torch", "ewma" or "velocity") and ``bias_correction`` (ewma form) go beyond
-    torch; see fastoptim.reference.momentum_step for the three update rules.
+    torch; see fastoptim.reference.momentum_step for the three update rules. ``options``
+    (backend, threads, check_finite, on_nonfinite) are those of Optimizer.
     """
+
+    hyperparameters = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
+                       "form", "bias_correction")
 
     def __init__(self, params, *, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, form="torch", bias_correction=False,
-                 backend="auto", threads=None):
+                 **options):
         self.momentum = float(momentum)
         self.dampening = float(dampening)
         self.weight_decay = float(weight_decay)
@@ -178,7 +299,7 @@ class SGD(Optimizer):
         self.maximize = bool(maximize)
         self.form = form
         self.bias_correction = bool(bias_correction)
-        super().__init__(params, lr=lr, backend=backend, threads=threads)
+        super().__init__(params, lr=lr, **options)
 
     def _check_hyperparameters(self):
         _check_unit_interval("momentum", self.momentum)
@@ -213,35 +334,36 @@ class Momentum(SGD):
 
     def __init__(self, params, *, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, form="torch", bias_correction=False,
-                 backend="auto", threads=None):
+                 **options):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                         form=form, bias_correction=bias_correction, backend=backend,
-                         threads=threads)
+                         form=form, bias_correction=bias_correction, **options)
 
 
 class Nesterov(Momentum):
     """Momentum with nesterov=True (torch.optim.SGD(nesterov=True) in the torch form)."""
 
     def __init__(self, params, *, lr=1e-3, momentum=0.9, weight_decay=0.0, maximize=False,
-                 form="torch", bias_correction=False, backend="auto", threads=None):
+                 form="torch", bias_correction=False, **options):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          nesterov=True, maximize=maximize, form=form,
-                         bias_correction=bias_correction, backend=backend, threads=threads)
+                         bias_correction=bias_correction, **options)
 
 
 class AdaGrad(Optimizer):
     """torch.optim.Adagrad: s <- s + g*g; p <- p - clr*g/(sqrt(s) + eps)."""
 
+    hyperparameters = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
+                       "maximize")
+
     def __init__(self, params, *, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, maximize=False, backend="auto",
-                 threads=None):
+                 initial_accumulator_value=0.0, eps=1e-10, maximize=False, **options):
         self.lr_decay = float(lr_decay)
         self.weight_decay = float(weight_decay)
         self.initial_accumulator_value = float(initial_accumulator_value)
         self.eps = float(eps)
         self.maximize = bool(maximize)
-        super().__init__(params, lr=lr, backend=backend, threads=threads)
+        super().__init__(params, lr=lr, **options)
 
     def _check_hyperparameters(self):
         _check_nonnegative("lr_decay", self.lr_decay)
@@ -265,15 +387,17 @@ class AdaGrad(Optimizer):
 class RMSProp(Optimizer):
     """torch.optim.RMSprop, with its centered and momentum variants."""
 
+    hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+
     def __init__(self, params, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False, maximize=False, backend="auto", threads=None):
+                 momentum=0.0, centered=False, maximize=False, **options):
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.momentum = float(momentum)
         self.centered = bool(centered)
         self.maximize = bool(maximize)
-        super().__init__(params, lr=lr, backend=backend, threads=threads)
+        super().__init__(params, lr=lr, **options)
 
     def _check_hyperparameters(self):
         _check_unit_interval("alpha", self.alpha)
@@ -300,17 +424,19 @@ class RMSProp(Optimizer):
 class Adam(Optimizer):
     """torch.optim.Adam (L2 weight decay, amsgrad), plus optax's eps_root."""
 
+    hyperparameters = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "eps_root")
+
     _decoupled = False
 
     def __init__(self, params, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False, eps_root=0.0, backend="auto", threads=None):
+                 amsgrad=False, maximize=False, eps_root=0.0, **options):
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.amsgrad = bool(amsgrad)
         self.maximize = bool(maximize)
         self.eps_root = float(eps_root)
-        super().__init__(params, lr=lr, backend=backend, threads=threads)
+        super().__init__(params, lr=lr, **options)
 
     def _check_hyperparameters(self):
         _check_unit_interval("betas[0]", self.betas[0])
@@ -336,7 +462,6 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False, eps_root=0.0, backend="auto", threads=None):
+                 amsgrad=False, maximize=False, eps_root=0.0, **options):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, eps_root=eps_root,
-                         backend=backend, threads=threads)
+                         amsgrad=amsgrad, maximize=maximize, eps_root=eps_root, **options)
