@@ -45,11 +45,13 @@ class BuildExt(build_ext):
 
 extension = Extension(
     "fastoptim._kernels",
-    sources=["src/fastoptim/_kernels.pyx", "csrc/kernels.c", "csrc/parallel.c"],
+    sources=["src/fastoptim/_kernels.pyx", "csrc/kernels.c", "csrc/parallel.c",
+             "csrc/bandwidth.c"],
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     depends=["csrc/fastoptim.h", "csrc/loops/common.h", "csrc/loops/sgd.h",
-             "csrc/loops/adaptive.h", "csrc/loops/adam.h"],
+             "csrc/loops/adaptive.h", "csrc/loops/adam.h", "csrc/loops/movement.h",
+             "csrc/loops/scan.h"],
 )
 
 setup(

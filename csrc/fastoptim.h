@@ -73,39 +73,54 @@ typedef struct {
     double beta, one_minus_beta;
 } ewma_scalars;
 
-/* Each kernel: buffers, element count, scalars, and the number of threads to use at most
- * (<= 0 means the default). Optional state buffers may be NULL where noted. */
-typedef void sgd_kernel(void *param, const void *grad, int64_t n,
-                        const sgd_scalars *s, int threads);
-typedef void momentum_kernel(void *param, const void *grad, void *momentum_buffer,
-                             int64_t n, const momentum_scalars *s, int threads);
-typedef void adagrad_kernel(void *param, const void *grad, void *state_sum, int64_t n,
-                            const adagrad_scalars *s, int threads);
-/* grad_avg: NULL unless centered; momentum_buffer: NULL unless momentum > 0. */
-typedef void rmsprop_kernel(void *param, const void *grad, void *square_avg, void *grad_avg,
-                            void *momentum_buffer, int64_t n, const rmsprop_scalars *s,
-                            int threads);
-/* max_exp_avg_sq: NULL unless amsgrad. */
-typedef void adam_kernel(void *param, const void *grad, void *exp_avg, void *exp_avg_sq,
-                         void *max_exp_avg_sq, int64_t n, const adam_scalars *s, int threads);
-typedef void ewma_kernel(void *average, const void *value, int64_t n, const ewma_scalars *s,
-                         int threads);
+typedef struct {
+    double beta, one_minus_beta;
+    int bias_correction;    /* divide v_t by 1 - beta^t, beta^t a running product in double */
+} ewma_scan_scalars;
+
+/* Every optimizer kernel has one signature: its buffers in a fixed order (below), the
+ * element count, its scalars struct, and the number of threads to use at most (<= 0 means
+ * the default). Optional state buffers are NULL when unused.
+ *   sgd_step:      param, grad                                  (sgd_scalars)
+ *   momentum_step: param, grad, momentum_buffer                 (momentum_scalars)
+ *   adagrad_step:  param, grad, state_sum                       (adagrad_scalars)
+ *   rmsprop_step:  param, grad, square_avg, grad_avg?, momentum_buffer?   (rmsprop_scalars)
+ *   adam_step:     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq?      (adam_scalars)
+ *   ewma_step:     average, value                               (ewma_scalars)
+ */
+typedef void fo_kernel(void *const *buffers, int64_t n, const void *scalars, int threads);
 
 /* Indexed by FO_FLOAT32 / FO_FLOAT64. */
-extern sgd_kernel *const sgd_step[2];
-extern momentum_kernel *const momentum_step[2];
-extern adagrad_kernel *const adagrad_step[2];
-extern rmsprop_kernel *const rmsprop_step[2];
-extern adam_kernel *const adam_step[2];
-extern ewma_kernel *const ewma_step[2];
+extern fo_kernel *const sgd_step[2];
+extern fo_kernel *const momentum_step[2];
+extern fo_kernel *const adagrad_step[2];
+extern fo_kernel *const rmsprop_step[2];
+extern fo_kernel *const adam_step[2];
+extern fo_kernel *const ewma_step[2];
+
+/* ewma_scan: the EWMA along the time axis of a series viewed as (outer, length, inner). */
+typedef void ewma_scan_kernel(void *average, const void *series, int64_t outer, int64_t length,
+                              int64_t inner, const ewma_scan_scalars *s, int threads);
+extern ewma_scan_kernel *const ewma_scan[2];
 
 /* Threading (parallel.c). */
 typedef void fo_chunk_fn(const void *ctx, int64_t lo, int64_t hi);
 void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads);
+/* One kernel over `count` arrays (an optimizer's whole parameter list) in one call:
+ * buffers holds `roles` pointers per array, n and dtype one entry per array. */
+void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, const int64_t *n,
+                 const int *dtype, int64_t count, const void *scalars, int threads);
 int fo_max_threads(void);        /* threads the default uses (all cores, or OMP setting) */
 int fo_has_openmp(void);
 int64_t fo_parallel_threshold(void);
 void fo_set_parallel_threshold(int64_t n);
 const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */
+
+/* The data-movement limit (bandwidth.c), for the benchmark: u[i] <- u[i] + read_only[i]
+ * for each of the n_updated (1 to FO_MOVEMENT_MAX_UPDATED) buffers u, in one pass. */
+enum { FO_MOVEMENT_MAX_UPDATED = 4 };
+typedef void movement_kernel(void *const *updated, int n_updated, const void *read_only,
+                             int64_t n, int threads);
+extern movement_kernel *const movement_loop[2];   /* indexed by FO_FLOAT32 / FO_FLOAT64 */
 
 #endif

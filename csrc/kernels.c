@@ -11,6 +11,7 @@
 #include "loops/sgd.h"
 #include "loops/adaptive.h"
 #include "loops/adam.h"
+#include "loops/scan.h"
 #undef real
 #undef FN
 
@@ -20,12 +21,14 @@
 #include "loops/sgd.h"
 #include "loops/adaptive.h"
 #include "loops/adam.h"
+#include "loops/scan.h"
 #undef real
 #undef FN
 
-sgd_kernel *const sgd_step[2] = {sgd_step_f32, sgd_step_f64};
-momentum_kernel *const momentum_step[2] = {momentum_step_f32, momentum_step_f64};
-adagrad_kernel *const adagrad_step[2] = {adagrad_step_f32, adagrad_step_f64};
-rmsprop_kernel *const rmsprop_step[2] = {rmsprop_step_f32, rmsprop_step_f64};
-adam_kernel *const adam_step[2] = {adam_step_f32, adam_step_f64};
-ewma_kernel *const ewma_step[2] = {ewma_step_f32, ewma_step_f64};
+fo_kernel *const sgd_step[2] = {sgd_step_f32, sgd_step_f64};
+fo_kernel *const momentum_step[2] = {momentum_step_f32, momentum_step_f64};
+fo_kernel *const adagrad_step[2] = {adagrad_step_f32, adagrad_step_f64};
+fo_kernel *const rmsprop_step[2] = {rmsprop_step_f32, rmsprop_step_f64};
+fo_kernel *const adam_step[2] = {adam_step_f32, adam_step_f64};
+fo_kernel *const ewma_step[2] = {ewma_step_f32, ewma_step_f64};
+ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};

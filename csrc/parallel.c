@@ -78,3 +78,32 @@ const char *fo_simd_target(void)
     return "default (generic)";
 #endif
 }
+
+void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, const int64_t *n,
+                 const int *dtype, int64_t count, const void *scalars, int threads)
+{
+    /* Arrays big enough to be split run one after another, each across the team. */
+    int64_t small_total = 0;
+    for (int64_t i = 0; i < count; i++) {
+        if (n[i] >= 2 * parallel_threshold)
+            kernel[dtype[i]](buffers + i * roles, n[i], scalars, threads);
+        else
+            small_total += n[i];
+    }
+    /* The others are shared out whole among the threads, when they add up to enough. */
+    int64_t team = threads > 0 ? threads : fo_max_threads();
+    if (team > small_total / parallel_threshold)
+        team = small_total / parallel_threshold;
+    if (team <= 1) {
+        for (int64_t i = 0; i < count; i++)
+            if (n[i] < 2 * parallel_threshold)
+                kernel[dtype[i]](buffers + i * roles, n[i], scalars, 1);
+        return;
+    }
+#ifdef _OPENMP
+    #pragma omp parallel for num_threads((int)team) schedule(dynamic, 1)
+    for (int64_t i = 0; i < count; i++)
+        if (n[i] < 2 * parallel_threshold)
+            kernel[dtype[i]](buffers + i * roles, n[i], scalars, 1);
+#endif
+}

@@ -11,6 +11,7 @@ typedef struct {
     real beta1, one_minus_beta1, beta2, one_minus_beta2;
     real step_size, rsqrt_bc2, inv_bc2, eps, eps_root;
     int l2, decoupled;
+    int root;               /* eps_root != 0, decided on the double as the reference does */
 } FN(adam_ctx);
 
 /* AdamW first: p <- p*(1 - lr*wd). Then m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g*g;
@@ -43,23 +44,22 @@ FO_INLINE void FN(adam_loop)(const FN(adam_ctx) *c, int64_t lo, int64_t hi, cons
 FO_SIMD static void FN(adam_chunk)(const void *ctx, int64_t lo, int64_t hi)
 {
     const FN(adam_ctx) c = *(const FN(adam_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    int root = c.eps_root != 0;
     if (c.max_exp_avg_sq)
-        root ? FN(adam_loop)(&c, lo, hi, 1, 1) : FN(adam_loop)(&c, lo, hi, 1, 0);
+        c.root ? FN(adam_loop)(&c, lo, hi, 1, 1) : FN(adam_loop)(&c, lo, hi, 1, 0);
     else
-        root ? FN(adam_loop)(&c, lo, hi, 0, 1) : FN(adam_loop)(&c, lo, hi, 0, 0);
+        c.root ? FN(adam_loop)(&c, lo, hi, 0, 1) : FN(adam_loop)(&c, lo, hi, 0, 0);
 }
 
-static void FN(adam_step)(void *param, const void *grad, void *exp_avg, void *exp_avg_sq,
-                          void *max_exp_avg_sq, int64_t n, const adam_scalars *s, int threads)
+static void FN(adam_step)(void *const *buf, int64_t n, const void *scalars, int threads)
 {
-    FN(adam_ctx) c = {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
+    const adam_scalars *s = scalars;
+    FN(adam_ctx) c = {buf[0], buf[1], buf[2], buf[3], buf[4],
                       s->g.maximize, (real)s->g.weight_decay, (real)s->param_decay,
                       (real)s->beta1, (real)s->one_minus_beta1,
                       (real)s->beta2, (real)s->one_minus_beta2,
                       (real)s->step_size, (real)s->rsqrt_bc2, (real)s->inv_bc2,
                       (real)s->eps, (real)s->eps_root,
-                      s->g.weight_decay != 0, s->decoupled};
+                      s->g.weight_decay != 0, s->decoupled, s->eps_root != 0};
     fo_parallel_for(FN(adam_chunk), &c, n, threads);
 }
 
@@ -79,9 +79,9 @@ FO_SIMD static void FN(ewma_chunk)(const void *ctx, int64_t lo, int64_t hi)
         v[i] = c.beta * v[i] + c.one_minus_beta * x[i];
 }
 
-static void FN(ewma_step)(void *average, const void *value, int64_t n, const ewma_scalars *s,
-                          int threads)
+static void FN(ewma_step)(void *const *buf, int64_t n, const void *scalars, int threads)
 {
-    FN(ewma_ctx) c = {average, value, (real)s->beta, (real)s->one_minus_beta};
+    const ewma_scalars *s = scalars;
+    FN(ewma_ctx) c = {buf[0], buf[1], (real)s->beta, (real)s->one_minus_beta};
     fo_parallel_for(FN(ewma_chunk), &c, n, threads);
 }

@@ -24,10 +24,10 @@ FO_SIMD static void FN(adagrad_chunk)(const void *ctx, int64_t lo, int64_t hi)
     }
 }
 
-static void FN(adagrad_step)(void *param, const void *grad, void *state_sum, int64_t n,
-                             const adagrad_scalars *s, int threads)
+static void FN(adagrad_step)(void *const *buf, int64_t n, const void *scalars, int threads)
 {
-    FN(adagrad_ctx) c = {param, grad, state_sum, s->g.maximize,
+    const adagrad_scalars *s = scalars;
+    FN(adagrad_ctx) c = {buf[0], buf[1], buf[2], s->g.maximize,
                          (real)s->g.weight_decay, (real)s->clr, (real)s->eps,
                          s->g.weight_decay != 0};
     fo_parallel_for(FN(adagrad_chunk), &c, n, threads);
@@ -87,11 +87,10 @@ FO_SIMD static void FN(rmsprop_chunk)(const void *ctx, int64_t lo, int64_t hi)
         FN(rmsprop_loop)(&c, lo, hi, 0, 0);
 }
 
-static void FN(rmsprop_step)(void *param, const void *grad, void *square_avg, void *grad_avg,
-                             void *momentum_buffer, int64_t n, const rmsprop_scalars *s,
-                             int threads)
+static void FN(rmsprop_step)(void *const *buf, int64_t n, const void *scalars, int threads)
 {
-    FN(rmsprop_ctx) c = {param, grad, square_avg, grad_avg, momentum_buffer,
+    const rmsprop_scalars *s = scalars;
+    FN(rmsprop_ctx) c = {buf[0], buf[1], buf[2], buf[3], buf[4],
                          s->g.maximize, (real)s->g.weight_decay, (real)s->alpha,
                          (real)s->one_minus_alpha, (real)s->eps, (real)s->lr,
                          (real)s->momentum, s->g.weight_decay != 0};

@@ -34,8 +34,9 @@ FO_INLINE real FN(effective_grad)(real grad, real param, int maximize, real weig
     return l2 ? g + weight_decay * param : g;
 }
 
-/* NumPy's maximum(a, b): NaN in either propagates; otherwise the larger. */
+/* NumPy's maximum(a, b): NaN in either propagates; otherwise the larger, and b on a tie
+ * (so maximum(-0, +0) is +0 and maximum(+0, -0) is -0, as NumPy gives on x86-64). */
 FO_INLINE real FN(maximum)(real a, real b)
 {
-    return (a >= b || a != a) ? a : b;
+    return (a > b || a != a) ? a : b;
 }

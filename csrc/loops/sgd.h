@@ -20,10 +20,10 @@ FO_SIMD static void FN(sgd_chunk)(const void *ctx, int64_t lo, int64_t hi)
     }
 }
 
-static void FN(sgd_step)(void *param, const void *grad, int64_t n, const sgd_scalars *s,
-                         int threads)
+static void FN(sgd_step)(void *const *buf, int64_t n, const void *scalars, int threads)
 {
-    FN(sgd_ctx) c = {param, grad, s->g.maximize, (real)s->g.weight_decay,
+    const sgd_scalars *s = scalars;
+    FN(sgd_ctx) c = {buf[0], buf[1], s->g.maximize, (real)s->g.weight_decay,
                      (real)s->lr, s->g.weight_decay != 0};
     fo_parallel_for(FN(sgd_chunk), &c, n, threads);
 }
@@ -84,10 +84,10 @@ FO_SIMD static void FN(momentum_velocity_chunk)(const void *ctx, int64_t lo, int
     }
 }
 
-static void FN(momentum_step)(void *param, const void *grad, void *buf, int64_t n,
-                              const momentum_scalars *s, int threads)
+static void FN(momentum_step)(void *const *buf, int64_t n, const void *scalars, int threads)
 {
-    FN(momentum_ctx) c = {param, grad, buf, s->g.maximize, (real)s->g.weight_decay,
+    const momentum_scalars *s = scalars;
+    FN(momentum_ctx) c = {buf[0], buf[1], buf[2], s->g.maximize, (real)s->g.weight_decay,
                           (real)s->momentum, (real)s->grad_weight, (real)s->step_size,
                           (real)s->momentum_sq, (real)s->nesterov_grad,
                           s->g.weight_decay != 0, s->nesterov, s->first_step};

@@ -4,7 +4,10 @@ Both backends use these checks: the NumPy reference calls them on every call; th
 compiled kernels run an O(1) check in Cython and call these only to raise the precise
 error when that check fails. Everything here runs before any buffer is written.
 """
+import operator
+
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MOMENTUM_FORMS = ("torch", "ewma", "velocity")
@@ -47,8 +50,12 @@ def check_array(name, a, written):
 
 
 def check_step(step):
+    """The 1-based step count as a Python int (a NumPy integer would make beta**step a
+    NumPy float64, which promotes float32 arithmetic)."""
+    step = operator.index(step)
     if step < 1:
         raise ValueError(f"step must be >= 1 (the first step is 1), got {step}")
+    return step
 
 
 def check_threads(threads):
@@ -72,3 +79,55 @@ def check_momentum_form(form, dampening, nesterov, bias_correction):
 def check_rmsprop_momentum(momentum, momentum_buffer):
     if (momentum_buffer is None) != (momentum == 0):
         raise ValueError("momentum_buffer is required when momentum > 0, and only then")
+
+
+def each_array(names, *buffers):
+    """The buffers of one kernel call, checked, as a list of per-array tuples.
+
+    Each buffer argument is an array (one array to update) or a list/tuple of arrays (many,
+    e.g. an optimizer's whole parameter list), in the order of ``names``: (written, read,
+    state...). An optional state buffer is None (unused for every array). In the list form
+    array i is checked as check_buffers checks one, under the names "param[i]", ..., and no
+    written buffer may share memory with any other buffer of the call.
+    """
+    first = buffers[0]
+    if not isinstance(first, (list, tuple)):
+        check_buffers(first, buffers[1], names[2:], buffers[2:], names=names[:2])
+        return [buffers]
+    count = len(first)
+    columns = []
+    for name, b in zip(names, buffers):
+        if b is None and name not in names[:2]:
+            columns.append([None] * count)
+        elif not isinstance(b, (list, tuple)):
+            raise TypeError(f"{name} must be a list of arrays, as {names[0]} is")
+        elif len(b) != count:
+            raise ValueError(f"{name} has {len(b)} arrays but {names[0]} has {count}")
+        else:
+            columns.append(b)
+    groups = list(zip(*columns))
+    for i, group in enumerate(groups):
+        check_buffers(group[0], group[1], [f"{n}[{i}]" for n in names[2:]], group[2:],
+                      names=(f"{names[0]}[{i}]", f"{names[1]}[{i}]"))
+    check_no_shared_memory(names, groups)
+    return groups
+
+
+def check_no_shared_memory(names, groups):
+    """Sorted by start, a byte range overlaps an earlier one iff it starts before the
+    furthest end seen so far; only pairs that include a written buffer count."""
+    spans = sorted(
+        (*byte_bounds(a), r != 1, f"{names[r]}[{i}]")
+        for i, group in enumerate(groups)
+        for r, a in enumerate(group)
+        if a is not None and a.size
+    )
+    written_end = any_end = (0, None)
+    for start, end, written, name in spans:
+        if start < written_end[0]:
+            raise ValueError(f"{name} shares memory with {written_end[1]}")
+        if written and start < any_end[0]:
+            raise ValueError(f"{name} shares memory with {any_end[1]}")
+        any_end = max(any_end, (end, name), key=lambda e: e[0])
+        if written:
+            written_end = max(written_end, (end, name), key=lambda e: e[0])

@@ -8,18 +8,22 @@ in one place, shared with the NumPy reference. The per-step scalars are computed
 C double with the same expressions the reference evaluates in Python float, then the
 loop runs with the GIL released.
 """
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t
+from libc.stdlib cimport qsort
 
 cimport numpy as cnp
 
 from fastoptim._checks import (
     check_buffers,
+    each_array,
     check_momentum_form,
     check_rmsprop_momentum,
     check_step,
     check_threads,
 )
+from fastoptim.reference import check_axis
 
 cnp.import_array()
 
@@ -62,29 +66,34 @@ cdef extern from "fastoptim.h" nogil:
     ctypedef struct ewma_scalars:
         double beta, one_minus_beta
 
-    ctypedef void sgd_kernel(void *, const void *, int64_t, const sgd_scalars *, int)
-    ctypedef void momentum_kernel(void *, const void *, void *, int64_t,
-                                  const momentum_scalars *, int)
-    ctypedef void adagrad_kernel(void *, const void *, void *, int64_t,
-                                 const adagrad_scalars *, int)
-    ctypedef void rmsprop_kernel(void *, const void *, void *, void *, void *, int64_t,
-                                 const rmsprop_scalars *, int)
-    ctypedef void adam_kernel(void *, const void *, void *, void *, void *, int64_t,
-                              const adam_scalars *, int)
-    ctypedef void ewma_kernel(void *, const void *, int64_t, const ewma_scalars *, int)
+    ctypedef struct ewma_scan_scalars:
+        double beta, one_minus_beta
+        int bias_correction
 
-    sgd_kernel *c_sgd_step "sgd_step"[2]
-    momentum_kernel *c_momentum_step "momentum_step"[2]
-    adagrad_kernel *c_adagrad_step "adagrad_step"[2]
-    rmsprop_kernel *c_rmsprop_step "rmsprop_step"[2]
-    adam_kernel *c_adam_step "adam_step"[2]
-    ewma_kernel *c_ewma_step "ewma_step"[2]
+    ctypedef void fo_kernel(void *const *buffers, int64_t n, const void *scalars, int threads)
+    ctypedef void ewma_scan_kernel(void *, const void *, int64_t, int64_t, int64_t,
+                                   const ewma_scan_scalars *, int)
 
+    fo_kernel *c_sgd_step "sgd_step"[2]
+    fo_kernel *c_momentum_step "momentum_step"[2]
+    fo_kernel *c_adagrad_step "adagrad_step"[2]
+    fo_kernel *c_rmsprop_step "rmsprop_step"[2]
+    fo_kernel *c_adam_step "adam_step"[2]
+    fo_kernel *c_ewma_step "ewma_step"[2]
+    ewma_scan_kernel *c_ewma_scan "ewma_scan"[2]
+
+    void fo_run_many(fo_kernel *const *kernel, void *const *buffers, int roles, const int64_t *n,
+                     const int *dtype, int64_t count, const void *scalars, int threads)
     int fo_max_threads()
     int fo_has_openmp()
     int64_t fo_parallel_threshold()
     void fo_set_parallel_threshold(int64_t n)
     const char *fo_simd_target()
+
+    enum:
+        FO_MOVEMENT_MAX_UPDATED
+    ctypedef void movement_kernel(void **, int, const void *, int64_t, int)
+    movement_kernel *c_movement_loop "movement_loop"[2]
 
 __all__ = [
     "sgd_step",
@@ -94,6 +103,7 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "ewma_step",
+    "ewma_scan",
 ]
 
 cdef enum:
@@ -106,11 +116,20 @@ cdef tuple ADAGRAD_NAMES = ("param", "grad", "state_sum")
 cdef tuple RMSPROP_NAMES = ("param", "grad", "square_avg", "grad_avg", "momentum_buffer")
 cdef tuple ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 cdef tuple EWMA_NAMES = ("average", "value")
+cdef tuple EWMA_SCAN_NAMES = ("average", "series")
 
 
 cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:
     """Check arrays = (written, read, state...) in O(1) each; fill data (NULL where a state
-    entry is None) and n; return FO_FLOAT32 or FO_FLOAT64."""
+    entry is None) and n; return FO_FLOAT32 or FO_FLOAT64, or raise the precise error."""
+    cdef int dt = _check_group(arrays, data, n)
+    if dt < 0:
+        _raise_buffer_error(arrays, names)
+    return dt
+
+
+cdef int _check_group(tuple arrays, void **data, int64_t *n):
+    """_prepare without the error: -1 when anything is off."""
     cdef Py_ssize_t i, j, k = len(arrays)
     cdef cnp.ndarray a, first
     cdef char *start[MAX_BUFFERS]
@@ -118,11 +137,11 @@ cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:
     cdef int typenum, need
     obj = arrays[0]
     if not cnp.PyArray_Check(obj):
-        return _raise_buffer_error(arrays, names)
+        return -1
     first = <cnp.ndarray>obj
     typenum = cnp.PyArray_TYPE(first)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return _raise_buffer_error(arrays, names)
+        return -1
     for i in range(k):
         obj = arrays[i]
         if obj is None and i >= 2:
@@ -130,14 +149,14 @@ cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:
             start[i] = end[i] = NULL
             continue
         if not cnp.PyArray_Check(obj):
-            return _raise_buffer_error(arrays, names)
+            return -1
         a = <cnp.ndarray>obj
         need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
         if i != 1:
             need |= cnp.NPY_ARRAY_WRITEABLE
         if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a)
                 or (cnp.PyArray_FLAGS(a) & need) != need or not _same_shape(a, first)):
-            return _raise_buffer_error(arrays, names)
+            return -1
         data[i] = cnp.PyArray_DATA(a)
         start[i] = <char *>data[i]
         end[i] = start[i] + cnp.PyArray_NBYTES(a)
@@ -145,7 +164,7 @@ cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:
     for i in range(k):
         for j in range(i + 1, k):
             if start[i] < end[j] and start[j] < end[i]:
-                return _raise_buffer_error(arrays, names)
+                return -1
     n[0] = cnp.PyArray_SIZE(first)
     return FO_FLOAT64 if typenum == cnp.NPY_FLOAT64 else FO_FLOAT32
 
@@ -165,6 +184,103 @@ cdef int _raise_buffer_error(tuple arrays, tuple names) except -1:
     raise AssertionError("fastoptim: the fast buffer check refused what _checks accepts")
 
 
+cdef int _run(fo_kernel *const *kernel, tuple buffers, tuple names, const void *scalars,
+              int threads) except -1:
+    """Run one kernel over buffers = (param, grad, state...): each an array, or each a list
+    of arrays (an optimizer's whole parameter list, stepped in one call into C)."""
+    cdef void *data[MAX_BUFFERS]
+    cdef int64_t n
+    cdef int dt
+    if not cnp.PyArray_Check(buffers[0]):
+        return _run_many(kernel, buffers, names, scalars, threads)
+    dt = _prepare(buffers, names, data, &n)
+    with nogil:
+        kernel[dt](data, n, scalars, threads)
+    return 0
+
+
+cdef struct _span:
+    char *start
+    char *end
+    int written
+
+
+cdef int _by_start(const void *a, const void *b) noexcept nogil:
+    cdef char *x = (<const _span *>a).start
+    cdef char *y = (<const _span *>b).start
+    return (x > y) - (x < y)
+
+
+cdef int _run_many(fo_kernel *const *kernel, tuple buffers, tuple names, const void *scalars,
+                   int threads) except -1:
+    """The list form: every array checked in O(1) as in _prepare, and no written buffer
+    sharing memory with any other buffer of the call (a sort of their byte ranges)."""
+    cdef Py_ssize_t roles = len(buffers), count, i, r, k = 0
+    cdef list lists = []
+    first = buffers[0]
+    if type(first) is not list and type(first) is not tuple:
+        return _raise_many(buffers, names)
+    count = len(first)
+    for r in range(roles):
+        b = buffers[r]
+        if b is None and r >= 2:
+            lists.append(None)
+        elif (type(b) is list or type(b) is tuple) and len(b) == count:
+            lists.append(b)
+        else:
+            return _raise_many(buffers, names)
+    cdef void **data = <void **>PyMem_Malloc(count * roles * sizeof(void *))
+    cdef int64_t *n = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
+    cdef int *dtype = <int *>PyMem_Malloc(count * sizeof(int))
+    cdef _span *spans = <_span *>PyMem_Malloc(count * roles * sizeof(_span))
+    try:
+        if not (data and n and dtype and spans):
+            raise MemoryError()
+        for i in range(count):
+            group = tuple([None if b is None else b[i] for b in lists])
+            dtype[i] = _check_group(group, data + i * roles, n + i)
+            if dtype[i] < 0:
+                return _raise_many(buffers, names)
+            for r in range(roles):
+                if data[i * roles + r] != NULL and n[i] > 0:
+                    spans[k].start = <char *>data[i * roles + r]
+                    spans[k].end = spans[k].start + cnp.PyArray_NBYTES(<cnp.ndarray>group[r])
+                    spans[k].written = r != 1
+                    k += 1
+        if _any_written_overlap(spans, k):
+            return _raise_many(buffers, names)
+        with nogil:
+            fo_run_many(kernel, data, <int>roles, n, dtype, count, scalars, threads)
+    finally:
+        PyMem_Free(data)
+        PyMem_Free(n)
+        PyMem_Free(dtype)
+        PyMem_Free(spans)
+    return 0
+
+
+cdef bint _any_written_overlap(_span *spans, Py_ssize_t k) noexcept:
+    """Sorted by start, a range overlaps an earlier one iff it starts before the furthest
+    end seen so far; only pairs that include a written buffer count."""
+    cdef char *written_end = NULL
+    cdef char *any_end = NULL
+    cdef Py_ssize_t i
+    qsort(spans, k, sizeof(_span), _by_start)
+    for i in range(k):
+        if spans[i].start < written_end or (spans[i].written and spans[i].start < any_end):
+            return True
+        if spans[i].end > any_end:
+            any_end = spans[i].end
+        if spans[i].written and spans[i].end > written_end:
+            written_end = spans[i].end
+    return False
+
+
+cdef int _raise_many(tuple buffers, tuple names) except -1:
+    each_array(names, *buffers)
+    raise AssertionError("fastoptim: the fast buffer check refused what _checks accepts")
+
+
 cdef inline int _threads(object threads) except -1:
     if threads is None:
         return 0
@@ -180,16 +296,12 @@ cdef inline int _check_step(int64_t step) except -1:
 def sgd_step(param, grad, *, double lr, double weight_decay=0.0, bint maximize=False,
              threads=None):
     """p <- p - lr * g.  See fastoptim.reference.sgd_step."""
-    cdef void *d[2]
-    cdef int64_t n
-    cdef int dt = _prepare((param, grad), SGD_NAMES, d, &n)
     cdef int nt = _threads(threads)
     cdef sgd_scalars s
     s.g.maximize = maximize
     s.g.weight_decay = weight_decay
     s.lr = lr
-    with nogil:
-        c_sgd_step[dt](d[0], d[1], n, &s, nt)
+    _run(c_sgd_step, (param, grad), SGD_NAMES, &s, nt)
 
 
 def momentum_step(param, grad, momentum_buffer, *, double lr, double momentum, int64_t step,
@@ -197,9 +309,6 @@ def momentum_step(param, grad, momentum_buffer, *, double lr, double momentum, i
                   bint bias_correction=False, double weight_decay=0.0, bint maximize=False,
                   threads=None):
     """Momentum in the torch, ewma or velocity form.  See fastoptim.reference.momentum_step."""
-    cdef void *d[3]
-    cdef int64_t n
-    cdef int dt = _prepare((param, grad, momentum_buffer), MOMENTUM_NAMES, d, &n)
     cdef int nt = _threads(threads)
     cdef momentum_scalars s
     if form == "torch":
@@ -230,17 +339,13 @@ def momentum_step(param, grad, momentum_buffer, *, double lr, double momentum, i
         s.step_size = 0.0
         s.momentum_sq = momentum * momentum
         s.nesterov_grad = (1.0 + momentum) * lr
-    with nogil:
-        c_momentum_step[dt](d[0], d[1], d[2], n, &s, nt)
+    _run(c_momentum_step, (param, grad, momentum_buffer), MOMENTUM_NAMES, &s, nt)
 
 
 def adagrad_step(param, grad, state_sum, *, double lr, int64_t step, double lr_decay=0.0,
                  double eps=1e-10, double weight_decay=0.0, bint maximize=False,
                  threads=None):
     """AdaGrad (torch.optim.Adagrad).  See fastoptim.reference.adagrad_step."""
-    cdef void *d[3]
-    cdef int64_t n
-    cdef int dt = _prepare((param, grad, state_sum), ADAGRAD_NAMES, d, &n)
     cdef int nt = _threads(threads)
     _check_step(step)
     cdef adagrad_scalars s
@@ -248,8 +353,7 @@ def adagrad_step(param, grad, state_sum, *, double lr, int64_t step, double lr_d
     s.g.weight_decay = weight_decay
     s.clr = lr / (1.0 + (step - 1) * lr_decay)
     s.eps = eps
-    with nogil:
-        c_adagrad_step[dt](d[0], d[1], d[2], n, &s, nt)
+    _run(c_adagrad_step, (param, grad, state_sum), ADAGRAD_NAMES, &s, nt)
 
 
 def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, double lr,
@@ -257,10 +361,6 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
                  double weight_decay=0.0, bint maximize=False, threads=None):
     """RMSProp (torch.optim.RMSprop); centered when grad_avg is given.
     See fastoptim.reference.rmsprop_step."""
-    cdef void *d[5]
-    cdef int64_t n
-    cdef int dt = _prepare((param, grad, square_avg, grad_avg, momentum_buffer),
-                           RMSPROP_NAMES, d, &n)
     cdef int nt = _threads(threads)
     if (momentum_buffer is None) != (momentum == 0):
         check_rmsprop_momentum(momentum, momentum_buffer)
@@ -272,8 +372,8 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
     s.eps = eps
     s.lr = lr
     s.momentum = momentum
-    with nogil:
-        c_rmsprop_step[dt](d[0], d[1], d[2], d[3], d[4], n, &s, nt)
+    _run(c_rmsprop_step, (param, grad, square_avg, grad_avg, momentum_buffer), RMSPROP_NAMES,
+         &s, nt)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, double lr,
@@ -298,10 +398,6 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, double 
 cdef int _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double lr, int64_t step,
                double beta1, double beta2, double eps, double eps_root, double weight_decay,
                bint decoupled, bint maximize, threads) except -1:
-    cdef void *d[5]
-    cdef int64_t n
-    cdef int dt = _prepare((param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-                           ADAM_NAMES, d, &n)
     cdef int nt = _threads(threads)
     _check_step(step)
     cdef double bias_correction1 = 1.0 - beta1 ** step
@@ -320,22 +416,79 @@ cdef int _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double lr, int6
     s.inv_bc2 = 1.0 / bias_correction2
     s.eps = eps
     s.eps_root = eps_root
-    with nogil:
-        c_adam_step[dt](d[0], d[1], d[2], d[3], d[4], n, &s, nt)
+    _run(c_adam_step, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), ADAM_NAMES, &s, nt)
     return 0
 
 
 def ewma_step(average, value, *, double beta, threads=None):
     """v <- beta*v + (1-beta)*x.  See fastoptim.reference.ewma_step."""
-    cdef void *d[2]
-    cdef int64_t n
-    cdef int dt = _prepare((average, value), EWMA_NAMES, d, &n)
     cdef int nt = _threads(threads)
     cdef ewma_scalars s
     s.beta = beta
     s.one_minus_beta = 1.0 - beta
+    _run(c_ewma_step, (average, value), EWMA_NAMES, &s, nt)
+
+
+def ewma_scan(average, series, *, double beta, bint bias_correction=True, axis=0,
+              threads=None):
+    """The EWMA of series along axis, into average: v_t = beta*v_{t-1} + (1-beta)*x_t from
+    v_0 = 0, divided by 1 - beta^t with bias_correction.  See fastoptim.reference.ewma_scan."""
+    cdef void *d[2]
+    cdef int64_t n, outer = 1, length, inner = 1
+    cdef int dt = _prepare((average, series), EWMA_SCAN_NAMES, d, &n)
+    cdef int nt = _threads(threads)
+    cdef cnp.ndarray x = <cnp.ndarray>series
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    cdef int ax = check_axis(nd, axis)
+    for k in range(ax):
+        outer *= cnp.PyArray_DIM(x, k)
+    length = cnp.PyArray_DIM(x, ax)
+    for k in range(ax + 1, nd):
+        inner *= cnp.PyArray_DIM(x, k)
+    cdef ewma_scan_scalars s
+    s.beta = beta
+    s.one_minus_beta = 1.0 - beta
+    s.bias_correction = bias_correction
     with nogil:
-        c_ewma_step[dt](d[0], d[1], n, &s, nt)
+        c_ewma_scan[dt](d[0], d[1], outer, length, inner, &s, nt)
+
+
+cdef tuple MOVEMENT_NAMES = ("updated[0]", "read_only[0]", "updated[1]", "updated[2]",
+                             "updated[3]")
+
+
+def movement_loop(updated, read_only, threads=None):
+    """u <- u + r for every array u of ``updated``, r the one array of ``read_only``.
+
+    The memory traffic of a one-pass kernel over the same buffers (each read once, each
+    updated one written once) with next to no arithmetic: the speed limit the benchmark
+    measures kernels against. Adam's is movement_loop((param, exp_avg, exp_avg_sq), (grad,)),
+    7 values per element. Buffers are checked as the kernels check theirs.
+    """
+    cdef void *d[MAX_BUFFERS]
+    cdef void *u[MAX_BUFFERS]
+    cdef int64_t n
+    cdef Py_ssize_t j, k
+    if cnp.PyArray_Check(updated) or cnp.PyArray_Check(read_only):
+        raise TypeError("updated and read_only must be sequences of arrays, e.g. (param,)")
+    updated = tuple(updated)
+    read_only = tuple(read_only)
+    k = len(updated)
+    if not 1 <= k <= FO_MOVEMENT_MAX_UPDATED:
+        raise ValueError(f"updated must hold 1 to {FO_MOVEMENT_MAX_UPDATED} arrays, got {k}")
+    if len(read_only) != 1:
+        raise ValueError(f"read_only must hold exactly 1 array, got {len(read_only)}")
+    for j in range(k):
+        if updated[j] is None:
+            raise TypeError(f"updated[{j}] must be a numpy.ndarray, got NoneType")
+    cdef int dt = _prepare((updated[0], read_only[0]) + updated[1:], MOVEMENT_NAMES[:k + 1],
+                           d, &n)
+    cdef int nt = _threads(threads)
+    u[0] = d[0]
+    for j in range(1, k):
+        u[j] = d[j + 1]
+    with nogil:
+        c_movement_loop[dt](u, <int>k, d[1], n, nt)
 
 
 def build_info():

@@ -8,8 +8,10 @@ from fastoptim._kernels import (  # noqa: F401
     adam_step,
     adamw_step,
     build_info,
+    ewma_scan,
     ewma_step,
     momentum_step,
+    movement_loop,  # not a kernel: the benchmark's data-movement limit
     rmsprop_step,
     set_parallel_threshold,
     sgd_step,

@@ -5,15 +5,14 @@ contiguous float32/float64 arrays in place, and runs its update through a backen
 ``"c"`` (fastoptim.kernels), ``"numpy"`` (fastoptim.reference) or ``"auto"`` (the compiled
 one, falling back to the reference with one warning when the extension is not built).
 """
-import bisect
 import os
+import sys
 import warnings
 
 import numpy as np
-from numpy.lib.array_utils import byte_bounds
 
 from fastoptim import checkpoint, reference
-from fastoptim._checks import MOMENTUM_FORMS, check_array, check_buffers
+from fastoptim._checks import MOMENTUM_FORMS, check_array, check_no_shared_memory
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
 
@@ -40,10 +39,19 @@ def resolve_backend(backend):
                 "built; reinstall with `pip install .` (a C compiler is required)") from exc
         if not _warned_fallback:
             warnings.warn("fastoptim: the compiled kernels are not built; using the NumPy "
-                          "reference (same results, slower)", RuntimeWarning, stacklevel=3)
+                          "reference (same results, slower)", RuntimeWarning,
+                          stacklevel=_first_frame_outside_fastoptim())
             _warned_fallback = True
         return reference
     return kernels
+
+
+def _first_frame_outside_fastoptim():
+    """The stacklevel of the user's line that led here, however deep the class chain."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastoptim."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_unit_interval(name, value):
@@ -62,7 +70,9 @@ class Optimizer:
     Subclasses list their ``hyperparameters`` (attribute names, saved in checkpoints) and
     define ``_state_names()`` (the state arrays each param gets, zero-filled unless
     ``_initial_state`` says otherwise), ``_check_hyperparameters()`` and
-    ``_update(param, grad, state, lr, step)``, which calls one kernel.
+    ``_update(grads, lr, step)``, which calls one kernel on all arrays at once: the kernel
+    checks every buffer before it writes any, and the compiled one steps them all in one
+    call into C.
     """
 
     hyperparameters = ("lr",)
@@ -88,7 +98,8 @@ class Optimizer:
             {name: self._initial_state(name, p) for name in self._state_names()}
             for p in self.params
         ]
-        self._index_written_buffers()
+        # the same arrays by name, as the kernels take them: one list per state buffer
+        self._states = {name: [st[name] for st in self.state] for name in self._state_names()}
 
     # -- hyperparameters -------------------------------------------------------------------
 
@@ -217,21 +228,21 @@ class Optimizer:
         Returns True, or False when check_finite=True, on_nonfinite="skip" and a grad
         holds NaN/Inf: then nothing is written and skipped_steps counts it.
         """
-        grads = self._check_grads(grads)
+        grads = [grads] if isinstance(grads, np.ndarray) else grads
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads has {len(grads)} arrays but the optimizer holds "
+                             f"{len(self.params)} params")
         if self.check_finite and not all(np.isfinite(g).all() for g in grads):
             if self.on_nonfinite == "raise":
                 raise FloatingPointError("grads hold NaN or Inf (check_finite=True): the step "
                                          "was not taken and nothing was changed")
             self.skipped_steps += 1
             return False
-        lr = self.current_lr()
-        t = self.step_count + 1
-        for param, grad, state in zip(self.params, grads, self.state):
-            self._update(param, grad, state, lr, t)
-        self.step_count = t
+        self._update(grads, self.current_lr(), self.step_count + 1)
+        self.step_count += 1
         return True
 
-    def _update(self, param, grad, state, lr, step):
+    def _update(self, grads, lr, step):
         raise NotImplementedError
 
     @staticmethod
@@ -240,37 +251,8 @@ class Optimizer:
             raise ValueError("params is empty: give an array or a non-empty list of arrays")
         for i, p in enumerate(params):
             check_array("params" if len(params) == 1 else f"params[{i}]", p, written=True)
+        check_no_shared_memory(("params",), [(p,) for p in params])
         return params
-
-    def _index_written_buffers(self):
-        """Sort the byte ranges of every written buffer (params and state) so a grad is
-        checked against all of them in O(log n); refuse params that share memory."""
-        spans = []
-        for i, p in enumerate(self.params):
-            spans.append((*byte_bounds(p), f"params[{i}]"))
-            spans += [(*byte_bounds(a), f"state[{i}][{name!r}]")
-                      for name, a in self.state[i].items()]
-        spans = sorted(s for s in spans if s[0] < s[1])
-        for (_, end, name), (start, _, other) in zip(spans, spans[1:]):
-            if start < end:
-                raise ValueError(f"{other} shares memory with {name}")
-        self._written_starts = [s[0] for s in spans]
-        self._written_spans = spans
-
-    def _check_grads(self, grads):
-        grads = [grads] if isinstance(grads, np.ndarray) else list(grads)
-        if len(grads) != len(self.params):
-            raise ValueError(f"grads has {len(grads)} arrays but the optimizer holds "
-                             f"{len(self.params)} params")
-        for i, (p, g, st) in enumerate(zip(self.params, grads, self.state)):
-            sfx = "" if len(grads) == 1 else f"[{i}]"
-            check_buffers(p, g, tuple(st), tuple(st.values()),
-                          names=("params" + sfx, "grads" + sfx))
-            start, end = byte_bounds(g)
-            k = bisect.bisect_left(self._written_starts, end) - 1
-            if start < end and k >= 0 and self._written_spans[k][1] > start:
-                raise ValueError(f"grads{sfx} shares memory with {self._written_spans[k][2]}")
-        return grads
 
     def __repr__(self):
         lr = self._lr if callable(self._lr) else f"{self._lr:g}"
@@ -317,13 +299,13 @@ class SGD(Optimizer):
     def _state_names(self):
         return ("momentum_buffer",) if self.momentum > 0 else ()
 
-    def _update(self, param, grad, state, lr, step):
-        if not state:
-            self._kernels.sgd_step(param, grad, lr=lr, weight_decay=self.weight_decay,
+    def _update(self, grads, lr, step):
+        if not self._states:
+            self._kernels.sgd_step(self.params, grads, lr=lr, weight_decay=self.weight_decay,
                                    maximize=self.maximize, threads=self.threads)
             return
         self._kernels.momentum_step(
-            param, grad, state["momentum_buffer"], lr=lr, momentum=self.momentum, step=step,
+            self.params, grads, self._states["momentum_buffer"], lr=lr, momentum=self.momentum, step=step,
             dampening=self.dampening, nesterov=self.nesterov, form=self.form,
             bias_correction=self.bias_correction, weight_decay=self.weight_decay,
             maximize=self.maximize, threads=self.threads)
@@ -377,8 +359,8 @@ class AdaGrad(Optimizer):
     def _initial_state(self, name, param):
         return np.full_like(param, self.initial_accumulator_value)
 
-    def _update(self, param, grad, state, lr, step):
-        self._kernels.adagrad_step(param, grad, state["sum"], lr=lr, step=step,
+    def _update(self, grads, lr, step):
+        self._kernels.adagrad_step(self.params, grads, self._states["sum"], lr=lr, step=step,
                                    lr_decay=self.lr_decay, eps=self.eps,
                                    weight_decay=self.weight_decay, maximize=self.maximize,
                                    threads=self.threads)
@@ -413,9 +395,11 @@ class RMSProp(Optimizer):
             names += ("momentum_buffer",)
         return names
 
-    def _update(self, param, grad, state, lr, step):
-        self._kernels.rmsprop_step(param, grad, state["square_avg"], state.get("grad_avg"),
-                                   state.get("momentum_buffer"), lr=lr, alpha=self.alpha,
+    def _update(self, grads, lr, step):
+        states = self._states
+        self._kernels.rmsprop_step(self.params, grads, states["square_avg"],
+                                   states.get("grad_avg"), states.get("momentum_buffer"),
+                                   lr=lr, alpha=self.alpha,
                                    eps=self.eps, momentum=self.momentum,
                                    weight_decay=self.weight_decay, maximize=self.maximize,
                                    threads=self.threads)
@@ -448,10 +432,11 @@ class Adam(Optimizer):
     def _state_names(self):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
-    def _update(self, param, grad, state, lr, step):
+    def _update(self, grads, lr, step):
         kernel = self._kernels.adamw_step if self._decoupled else self._kernels.adam_step
-        kernel(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-               lr=lr, step=step, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+        states = self._states
+        kernel(self.params, grads, states["exp_avg"], states["exp_avg_sq"],
+               states.get("max_exp_avg_sq"), lr=lr, step=step, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
                eps_root=self.eps_root, weight_decay=self.weight_decay, maximize=self.maximize,
                threads=self.threads)
 

@@ -6,19 +6,24 @@ kernels are tested against, bit for bit. The rules that make that possible (DESI
 - per-step scalars (bias corrections, step sizes, 1 - beta, ...) are computed here in
   Python double precision, exactly as the Cython wrappers compute them in C double;
 - a Python float meeting an array is rounded to the array's dtype first (NumPy 2, NEP 50),
-  as the C kernels cast each scalar once;
+  as the C kernels cast each scalar once -- so every hyperparameter is turned into a Python
+  float first (a NumPy float64 scalar would instead promote a float32 array to float64);
 - each element then sees the same IEEE operations in the same order as the C loop.
 
-Every function updates its buffers in place and returns None. ``threads`` is accepted
-for the same signature and ignored.
+Every function updates its buffers in place and returns None. Each buffer argument is one
+array, or a list of arrays (an optimizer's whole parameter list: one call steps them all,
+with the per-step scalars computed once). ``threads`` is accepted for the same signature
+and ignored.
 """
 import math
+import operator
 
 import numpy as np
 
 from fastoptim._checks import (
     check_buffers,
     check_momentum_form,
+    each_array,
     check_rmsprop_momentum,
     check_step,
     check_threads,
@@ -32,6 +37,7 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "ewma_step",
+    "ewma_scan",
 ]
 
 
@@ -45,10 +51,11 @@ def _effective_grad(param, grad, weight_decay, maximize):
 
 def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, threads=None):
     """p <- p - lr * g"""
-    check_buffers(param, grad)
+    arrays = each_array(("param", "grad"), param, grad)
     check_threads(threads)
-    g = _effective_grad(param, grad, weight_decay, maximize)
-    param -= lr * g
+    lr, weight_decay = float(lr), float(weight_decay)
+    for param, grad in arrays:
+        param -= lr * _effective_grad(param, grad, weight_decay, maximize)
 
 
 def momentum_step(param, grad, momentum_buffer, *, lr, momentum, step, dampening=0.0,
@@ -61,44 +68,48 @@ def momentum_step(param, grad, momentum_buffer, *, lr, momentum, step, dampening
               bias_correction; nesterov uses beta*v + (1-beta)*g (one step ahead) for v
     velocity: v <- mu*v - lr*g;  p <- p + v;  nesterov: p <- p + mu*mu*v - (1+mu)*lr*g
     """
-    check_buffers(param, grad, ("momentum_buffer",), (momentum_buffer,))
     check_momentum_form(form, dampening, nesterov, bias_correction)
-    check_step(step)
+    step = check_step(step)
+    arrays = each_array(("param", "grad", "momentum_buffer"), param, grad, momentum_buffer)
     check_threads(threads)
-    g = _effective_grad(param, grad, weight_decay, maximize)
-    buf = momentum_buffer
-    if form == "torch":
-        if step == 1:
-            buf[...] = g
+    lr, momentum, dampening = float(lr), float(momentum), float(dampening)
+    weight_decay = float(weight_decay)
+    step_size = lr / (1.0 - momentum ** step) if form == "ewma" and bias_correction else lr
+    for param, grad, buf in arrays:
+        g = _effective_grad(param, grad, weight_decay, maximize)
+        if form == "torch":
+            if step == 1:
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += (1.0 - dampening) * g
+            param -= lr * (g + momentum * buf if nesterov else buf)
+        elif form == "ewma":
+            buf *= momentum
+            buf += (1.0 - momentum) * g
+            param -= step_size * (momentum * buf + (1.0 - momentum) * g if nesterov else buf)
         else:
             buf *= momentum
-            buf += (1.0 - dampening) * g
-        param -= lr * (g + momentum * buf if nesterov else buf)
-    elif form == "ewma":
-        step_size = lr / (1.0 - momentum ** step) if bias_correction else lr
-        buf *= momentum
-        buf += (1.0 - momentum) * g
-        param -= step_size * (momentum * buf + (1.0 - momentum) * g if nesterov else buf)
-    else:
-        buf *= momentum
-        buf -= lr * g
-        if nesterov:
-            param += (momentum * momentum) * buf
-            param -= ((1.0 + momentum) * lr) * g
-        else:
-            param += buf
+            buf -= lr * g
+            if nesterov:
+                param += (momentum * momentum) * buf
+                param -= ((1.0 + momentum) * lr) * g
+            else:
+                param += buf
 
 
 def adagrad_step(param, grad, state_sum, *, lr, step, lr_decay=0.0, eps=1e-10,
                  weight_decay=0.0, maximize=False, threads=None):
     """clr = lr / (1 + (t-1)*lr_decay);  s <- s + g*g;  p <- p - clr*g / (sqrt(s) + eps)"""
-    check_buffers(param, grad, ("state_sum",), (state_sum,))
-    check_step(step)
+    step = check_step(step)
+    arrays = each_array(("param", "grad", "state_sum"), param, grad, state_sum)
     check_threads(threads)
+    lr, lr_decay, eps, weight_decay = float(lr), float(lr_decay), float(eps), float(weight_decay)
     clr = lr / (1.0 + (step - 1) * lr_decay)
-    g = _effective_grad(param, grad, weight_decay, maximize)
-    state_sum += g * g
-    param -= clr * g / (np.sqrt(state_sum) + eps)
+    for param, grad, state_sum in arrays:
+        g = _effective_grad(param, grad, weight_decay, maximize)
+        state_sum += g * g
+        param -= clr * g / (np.sqrt(state_sum) + eps)
 
 
 def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr,
@@ -107,25 +118,28 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
     """v <- a*v + (1-a)*g*g;  den = sqrt(v - ga*ga) + eps with ga <- a*ga + (1-a)*g when
     grad_avg is given (centered), else sqrt(v) + eps;  with momentum_buffer (momentum > 0):
     b <- mu*b + g/den, p <- p - lr*b;  else p <- p - lr*g/den"""
-    check_buffers(param, grad, ("square_avg", "grad_avg", "momentum_buffer"),
-                  (square_avg, grad_avg, momentum_buffer))
     check_rmsprop_momentum(momentum, momentum_buffer)
+    arrays = each_array(("param", "grad", "square_avg", "grad_avg", "momentum_buffer"),
+                        param, grad, square_avg, grad_avg, momentum_buffer)
     check_threads(threads)
-    g = _effective_grad(param, grad, weight_decay, maximize)
-    square_avg *= alpha
-    square_avg += (1.0 - alpha) * (g * g)
-    if grad_avg is not None:
-        grad_avg *= alpha
-        grad_avg += (1.0 - alpha) * g
-        den = np.sqrt(square_avg - grad_avg * grad_avg) + eps
-    else:
-        den = np.sqrt(square_avg) + eps
-    if momentum_buffer is not None:
-        momentum_buffer *= momentum
-        momentum_buffer += g / den
-        param -= lr * momentum_buffer
-    else:
-        param -= lr * g / den
+    lr, alpha, eps, momentum = float(lr), float(alpha), float(eps), float(momentum)
+    weight_decay = float(weight_decay)
+    for param, grad, square_avg, grad_avg, momentum_buffer in arrays:
+        g = _effective_grad(param, grad, weight_decay, maximize)
+        square_avg *= alpha
+        square_avg += (1.0 - alpha) * (g * g)
+        if grad_avg is not None:
+            grad_avg *= alpha
+            grad_avg += (1.0 - alpha) * g
+            den = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:
+            den = np.sqrt(square_avg) + eps
+        if momentum_buffer is not None:
+            momentum_buffer *= momentum
+            momentum_buffer += g / den
+            param -= lr * momentum_buffer
+        else:
+            param -= lr * g / den
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, step,
@@ -151,36 +165,81 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, ste
 
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
           eps_root, weight_decay, decoupled, maximize, threads):
-    check_buffers(param, grad, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-                  (exp_avg, exp_avg_sq, max_exp_avg_sq))
-    check_step(step)
+    step = check_step(step)
+    arrays = each_array(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
     check_threads(threads)
+    lr, beta1, beta2, eps = float(lr), float(beta1), float(beta2), float(eps)
+    eps_root, weight_decay = float(eps_root), float(weight_decay)
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2 = 1.0 - beta2 ** step
     step_size = lr / bias_correction1
-    if decoupled:
-        param *= 1.0 - lr * weight_decay
-        g = _effective_grad(param, grad, 0.0, maximize)
-    else:
-        g = _effective_grad(param, grad, weight_decay, maximize)
-    exp_avg *= beta1
-    exp_avg += (1.0 - beta1) * g
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1.0 - beta2) * (g * g)
-    v = exp_avg_sq
-    if max_exp_avg_sq is not None:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        v = max_exp_avg_sq
-    if eps_root != 0:
-        den = np.sqrt(v * (1.0 / bias_correction2) + eps_root) + eps
-    else:
-        den = np.sqrt(v) * (1.0 / math.sqrt(bias_correction2)) + eps
-    param -= step_size * exp_avg / den
+    for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq in arrays:
+        if decoupled:
+            param *= 1.0 - lr * weight_decay
+            g = _effective_grad(param, grad, 0.0, maximize)
+        else:
+            g = _effective_grad(param, grad, weight_decay, maximize)
+        exp_avg *= beta1
+        exp_avg += (1.0 - beta1) * g
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1.0 - beta2) * (g * g)
+        v = exp_avg_sq
+        if max_exp_avg_sq is not None:
+            np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            v = max_exp_avg_sq
+        if eps_root != 0:
+            den = np.sqrt(v * (1.0 / bias_correction2) + eps_root) + eps
+        else:
+            den = np.sqrt(v) * (1.0 / math.sqrt(bias_correction2)) + eps
+        param -= step_size * exp_avg / den
 
 
 def ewma_step(average, value, *, beta, threads=None):
     """v <- beta*v + (1-beta)*x (the state of an exponentially weighted moving average)."""
-    check_buffers(average, value, names=("average", "value"))
+    arrays = each_array(("average", "value"), average, value)
     check_threads(threads)
-    average *= beta
-    average += (1.0 - beta) * value
+    beta = float(beta)
+    for average, value in arrays:
+        average *= beta
+        average += (1.0 - beta) * value
+
+
+def ewma_scan(average, series, *, beta, bias_correction=True, axis=0, threads=None):
+    """The EWMA of a series along ``axis``, written to ``average`` (same shape and dtype).
+
+    v_0 = 0;  v_t = beta*v_{t-1} + (1-beta)*x_t;  average[t-1] = v_t / bc_t with
+    bias_correction, else v_t;  bc_t = 1 - beta^t, where beta^t is kept as a running
+    product in double (beta^t = beta^(t-1) * beta: no pow() per step) and bc_t is rounded
+    to the dtype once, as in C. One division per element, as pandas' adjusted mean.
+    A NaN in x_t makes v_t and every later value NaN.
+
+    A Python loop over time, vectorized over the other axes: the oracle, not the fast path.
+    """
+    check_buffers(average, series, names=("average", "series"))
+    axis = check_axis(series.ndim, axis)
+    check_threads(threads)
+    beta = float(beta)   # a NumPy float64 scalar would not be rounded to a float32 array's dtype
+    x = np.moveaxis(series, axis, 0)
+    out = np.moveaxis(average, axis, 0)   # a view: writing it writes average
+    v = np.zeros(x.shape[1:], average.dtype)
+    power = 1.0
+    with np.errstate(all="ignore"):   # NaN and inf propagate silently, as in C
+        for t in range(x.shape[0]):
+            v *= beta
+            v += (1.0 - beta) * x[t, ...]
+            if bias_correction:
+                power *= beta
+                np.divide(v, 1.0 - power, out=out[t, ...])
+            else:
+                out[t, ...] = v
+
+
+def check_axis(ndim, axis):
+    """The time axis of an ndim-dimensional series, made non-negative; ValueError if absent."""
+    axis = operator.index(axis)
+    if ndim == 0:
+        raise ValueError("series has no axis: give an array with at least one dimension")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimensions")
+    return axis % ndim
