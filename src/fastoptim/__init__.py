@@ -18,7 +18,10 @@ from fastoptim.optimizers import (
     Optimizer,
     RMSProp,
 )
+from fastoptim import data, schedules
+from fastoptim.moving_average import EWMA, ewma
 
 __version__ = "0.1.0"
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
+__all__ += ["ewma", "EWMA", "data", "schedules"]
