@@ -110,7 +110,7 @@ void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads
  * buffers holds `roles` pointers per array, n and dtype one entry per array. */
 void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, const int64_t *n,
                  const int *dtype, int64_t count, const void *scalars, int threads);
-int fo_max_threads(void);        /* threads the default uses (all cores, or OMP setting) */
+int fo_max_threads(void);   /* the default: FASTOPTIM_NUM_THREADS, else all cores (OpenMP) */
 int fo_has_openmp(void);
 int64_t fo_parallel_threshold(void);
 void fo_set_parallel_threshold(int64_t n);

@@ -6,6 +6,8 @@
  * benchmark (python -m fastoptim bench). */
 #include "fastoptim.h"
 
+#include <stdlib.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -30,8 +32,14 @@ int fo_has_openmp(void)
 #endif
 }
 
+/* The default team: FASTOPTIM_NUM_THREADS when set to a positive count, else OpenMP's
+ * default (all cores, or OMP_NUM_THREADS). Read at each call, so a change shows at once. */
 int fo_max_threads(void)
 {
+    const char *env = getenv("FASTOPTIM_NUM_THREADS");
+    int n = env ? atoi(env) : 0;
+    if (n > 0)
+        return n;
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else
@@ -102,8 +110,8 @@ void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, co
     }
 #ifdef _OPENMP
     #pragma omp parallel for num_threads((int)team) schedule(dynamic, 1)
+#endif
     for (int64_t i = 0; i < count; i++)
         if (n[i] < 2 * parallel_threshold)
             kernel[dtype[i]](buffers + i * roles, n[i], scalars, 1);
-#endif
 }

@@ -1,0 +1,57 @@
+"""Optimizer steps side by side: fastoptim (C), its data-movement limit, the NumPy reference
+and torch.optim fused / foreach, one pytest-benchmark group per optimizer, dtype and size.
+The EWMA series scan against pandas when this build has fastoptim.ewma.
+
+    pytest bench/bench_kernels.py --benchmark-only
+    pytest bench/bench_kernels.py --benchmark-only -k "Adam and float32"
+
+Each benchmark builds its problem with fastoptim._bench.make_problem, the same setup as
+``python -m fastoptim bench`` (which also reports % of the limit and speedups per row).
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("fastoptim.kernels", reason="fastoptim._kernels is not built")
+
+from fastoptim import _bench  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+SIZES = (1_000, 1_000_000, 10_000_000)   # per-call cost, about the L3 cache, DRAM
+
+
+@pytest.mark.parametrize("implementation", _bench.IMPLEMENTATIONS)
+@pytest.mark.parametrize("n", SIZES, ids=_bench.human)
+@pytest.mark.parametrize("dtype", _bench.DTYPES)
+@pytest.mark.parametrize("optimizer", _bench.DEFAULT_OPTIMIZERS)
+def test_step(benchmark, optimizer, dtype, n, implementation):
+    if implementation.startswith("torch") and torch is None:
+        pytest.skip("torch is not installed")
+    problem = _bench.make_problem(optimizer, dtype, n, torch=torch, which=(implementation,))
+    if implementation not in problem.steps:
+        pytest.skip(f"torch.optim has no {implementation} {optimizer} on this CPU")
+    benchmark.group = f"{optimizer} {dtype} n={_bench.human(n)}"
+    benchmark.extra_info["values_per_element"] = problem.values_per_element
+    benchmark.extra_info["bytes_per_step"] = (problem.values_per_element
+                                              * np.dtype(dtype).itemsize * n)
+    benchmark(problem.steps[implementation])
+
+
+@pytest.mark.parametrize("implementation", ["fastoptim", "pandas"])
+@pytest.mark.parametrize("n", (1_000_000,), ids=_bench.human)
+@pytest.mark.parametrize("dtype", _bench.DTYPES)
+def test_ewma(benchmark, dtype, n, implementation):
+    ewma = _bench.find_ewma()
+    if ewma is None:
+        pytest.skip("fastoptim.ewma is not in this build")
+    x = np.random.default_rng(n).standard_normal(n, dtype=dtype)
+    benchmark.group = f"EWMA scan {dtype} n={_bench.human(n)}"
+    if implementation == "pandas":
+        pandas = pytest.importorskip("pandas")
+        series = pandas.Series(x)
+        benchmark(lambda: series.ewm(alpha=0.1, adjust=True).mean())
+    else:
+        benchmark(ewma, x, 0.9)

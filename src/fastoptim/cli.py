@@ -1,0 +1,187 @@
+"""The command line: ``python -m fastoptim <command>`` (or the ``fastoptim`` script).
+
+    bench    time every optimizer step against its data-movement limit, the NumPy
+             reference and torch.optim (python -m fastoptim bench --quick)
+    verify   run every kernel and option combination through the compiled and the NumPy
+             backend and show the largest difference in ULP (0 expected); exit 1 on any
+
+Each command's module is imported when the command runs, so ``--help`` stays fast.
+"""
+import argparse
+import json
+import sys
+
+DTYPE_NAMES = ("float32", "float64")
+
+
+def parse_size(text):
+    """An element count: 1000, 1_000, 1e3 or 3e7."""
+    text = text.strip().replace("_", "")
+    try:
+        n = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(f"not a whole number of elements: {text!r}")
+        n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a size must be >= 1, got {text!r}")
+    return n
+
+
+def _flatten(values, convert):
+    """Arguments given as `--x a b` or `--x a,b`, converted; None when not given."""
+    if values is None:
+        return None
+    return [convert(v) for item in values for v in item.split(",") if v.strip()]
+
+
+def _dtype(text):
+    if text not in DTYPE_NAMES:
+        raise argparse.ArgumentTypeError(f"dtype must be one of {DTYPE_NAMES}, got {text!r}")
+    return text
+
+
+def _threads(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"threads must be >= 1, got {n}")
+    return n
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastoptim", description="fastoptim: one-pass C optimizer kernels over NumPy buffers")
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    bench = commands.add_parser(
+        "bench", help="time each optimizer step against the data-movement limit, NumPy and torch",
+        description="Time opt.step(grad) for each optimizer x dtype x size: fastoptim (C), its "
+                    "data-movement limit (fastoptim.kernels.movement_loop over the same "
+                    "buffers), the NumPy reference and, when installed, torch.optim fused and "
+                    "foreach; then the cost per call and per extra array.")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer sizes and optimizers, shorter timings (well under a minute)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--sizes", nargs="+", metavar="N",
+                       help="element counts, e.g. 1e3 1e6 3e7 (default 1e3 1e4 1e5 1e6 3e7)")
+    bench.add_argument("--optimizers", nargs="+", metavar="NAME",
+                       help="SGD Momentum Nesterov AdaGrad RMSProp Adam AdamW "
+                            "(default all but Nesterov)")
+    bench.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="float32 and/or float64")
+    bench.add_argument("--threads", type=_threads, metavar="N",
+                       help="threads for fastoptim and torch (default: all cores)")
+    bench.add_argument("--seconds", type=float, metavar="S",
+                       help="time spent on each implementation per table cell "
+                            "(default 0.2, --quick 0.08)")
+    bench.add_argument("--no-torch", action="store_true", help="leave torch out")
+    bench.add_argument("--vs", choices=["torch"],
+                       help="torch: also time the fastoptim.torch.Adam adapter against "
+                            "torch.optim.Adam on torch tensors")
+    bench.set_defaults(run=_bench)
+
+    verify = commands.add_parser(
+        "verify", help="compare every kernel with the NumPy reference, in ULP",
+        description="Run every kernel and option combination through the compiled and the "
+                    "NumPy backend on the same random data and print the largest difference "
+                    "in ULP per case and dtype. Exit status: 0 all identical, 1 any "
+                    "difference, 2 the extension is not built.")
+    verify.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="steps per run (default 6)")
+    verify.add_argument("--sizes", nargs="+", metavar="N",
+                        help="element counts (default 1 7 31 1000 131109)")
+    verify.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="float32 and/or float64")
+    verify.add_argument("--threads", type=_threads, metavar="N",
+                        help="threads for the compiled kernels (default: all cores)")
+    verify.set_defaults(run=_verify)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _bench(args, parser):
+    from fastoptim import _bench as bench
+
+    try:
+        from fastoptim import kernels  # noqa: F401
+    except ImportError as exc:
+        print(f"fastoptim bench: the compiled extension is not built ({exc}); "
+              "install with `pip install .` (needs a C compiler)", file=sys.stderr)
+        return 2
+    try:
+        sizes = _flatten(args.sizes, parse_size)
+        dtypes = _flatten(args.dtypes, _dtype)
+        optimizers = _flatten(args.optimizers, _optimizer_name)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.vs == "torch":
+        try:
+            from fastoptim import _torch_bench
+        except ImportError as exc:
+            print(f"fastoptim bench --vs torch: {exc}", file=sys.stderr)
+            return 2
+    budget = bench.QUICK if args.quick else bench.FULL
+    if args.seconds is not None:
+        budget = budget._replace(seconds=args.seconds)
+    report = bench.run(
+        sizes=sizes or (bench.QUICK_SIZES if args.quick else bench.DEFAULT_SIZES),
+        optimizers=optimizers or (bench.QUICK_OPTIMIZERS if args.quick
+                                  else bench.DEFAULT_OPTIMIZERS),
+        dtypes=dtypes or bench.DTYPES,
+        threads=args.threads,
+        budget=budget,
+        use_torch=not args.no_torch,
+        ewma_sizes=(1_000_000,) if args.quick else (1_000_000, 10_000_000),
+    )
+    text = bench.format_report(report)
+    if args.vs == "torch":
+        print("fastoptim bench: fastoptim.torch.Adam against torch.optim.Adam ...",
+              file=sys.stderr)
+        sizes = ((1, 1_000_000), (100, 10_000)) if args.quick else _torch_bench.DEFAULT_SIZES
+        rows = _torch_bench.compare_with_torch(sizes, repeats=7 if args.quick else 20)
+        report["torch_adapter"] = rows
+        text += ("\n\nfastoptim.torch.Adam (the torch.optim adapter) against torch.optim.Adam, "
+                 "float32; fastoptim x = how many times faster the adapter is\n"
+                 + _torch_bench.format_rows(rows))
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        print(text)
+    return 0
+
+
+def _optimizer_name(text):
+    from fastoptim._bench import TWINS
+
+    for name in TWINS:
+        if name.lower() == text.strip().lower():
+            return name
+    raise argparse.ArgumentTypeError(
+        f"unknown optimizer {text!r}; choose from {', '.join(TWINS)}")
+
+
+def _verify(args, parser):
+    from fastoptim import _verify as verify
+
+    try:
+        sizes = _flatten(args.sizes, parse_size)
+        dtypes = _flatten(args.dtypes, _dtype)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    return verify.verify(sizes=sizes or verify.DEFAULT_SIZES, dtypes=dtypes or verify.DTYPES,
+                         steps=args.steps or verify.DEFAULT_STEPS, threads=args.threads)
