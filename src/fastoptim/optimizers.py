@@ -46,6 +46,10 @@ def resolve_backend(backend):
     return kernels
 
 
+def _kernel_arg(arrays):
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 def _first_frame_outside_fastoptim():
     """The stacklevel of the user's line that led here, however deep the class chain."""
     frame, level = sys._getframe(2), 2
@@ -98,8 +102,11 @@ class Optimizer:
             {name: self._initial_state(name, p) for name in self._state_names()}
             for p in self.params
         ]
-        # the same arrays by name, as the kernels take them: one list per state buffer
-        self._states = {name: [st[name] for st in self.state] for name in self._state_names()}
+        # the kernel's arguments: one list per buffer, the same arrays as self.params and
+        # self.state (or the array itself when there is one: the cheaper single-array path)
+        self._params_arg = _kernel_arg(self.params)
+        self._states = {name: _kernel_arg([st[name] for st in self.state])
+                        for name in self._state_names()}
 
     # -- hyperparameters -------------------------------------------------------------------
 
@@ -238,7 +245,7 @@ class Optimizer:
                                          "was not taken and nothing was changed")
             self.skipped_steps += 1
             return False
-        self._update(grads, self.current_lr(), self.step_count + 1)
+        self._update(_kernel_arg(grads), self.current_lr(), self.step_count + 1)
         self.step_count += 1
         return True
 
@@ -301,11 +308,13 @@ class SGD(Optimizer):
 
     def _update(self, grads, lr, step):
         if not self._states:
-            self._kernels.sgd_step(self.params, grads, lr=lr, weight_decay=self.weight_decay,
-                                   maximize=self.maximize, threads=self.threads)
+            self._kernels.sgd_step(self._params_arg, grads, lr=lr,
+                                   weight_decay=self.weight_decay, maximize=self.maximize,
+                                   threads=self.threads)
             return
         self._kernels.momentum_step(
-            self.params, grads, self._states["momentum_buffer"], lr=lr, momentum=self.momentum, step=step,
+            self._params_arg, grads, self._states["momentum_buffer"], lr=lr,
+            momentum=self.momentum, step=step,
             dampening=self.dampening, nesterov=self.nesterov, form=self.form,
             bias_correction=self.bias_correction, weight_decay=self.weight_decay,
             maximize=self.maximize, threads=self.threads)
@@ -360,7 +369,7 @@ class AdaGrad(Optimizer):
         return np.full_like(param, self.initial_accumulator_value)
 
     def _update(self, grads, lr, step):
-        self._kernels.adagrad_step(self.params, grads, self._states["sum"], lr=lr, step=step,
+        self._kernels.adagrad_step(self._params_arg, grads, self._states["sum"], lr=lr, step=step,
                                    lr_decay=self.lr_decay, eps=self.eps,
                                    weight_decay=self.weight_decay, maximize=self.maximize,
                                    threads=self.threads)
@@ -397,7 +406,7 @@ class RMSProp(Optimizer):
 
     def _update(self, grads, lr, step):
         states = self._states
-        self._kernels.rmsprop_step(self.params, grads, states["square_avg"],
+        self._kernels.rmsprop_step(self._params_arg, grads, states["square_avg"],
                                    states.get("grad_avg"), states.get("momentum_buffer"),
                                    lr=lr, alpha=self.alpha,
                                    eps=self.eps, momentum=self.momentum,
@@ -435,9 +444,9 @@ class Adam(Optimizer):
     def _update(self, grads, lr, step):
         kernel = self._kernels.adamw_step if self._decoupled else self._kernels.adam_step
         states = self._states
-        kernel(self.params, grads, states["exp_avg"], states["exp_avg_sq"],
-               states.get("max_exp_avg_sq"), lr=lr, step=step, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
-               eps_root=self.eps_root, weight_decay=self.weight_decay, maximize=self.maximize,
+        kernel(self._params_arg, grads, states["exp_avg"], states["exp_avg_sq"],
+               states.get("max_exp_avg_sq"), lr=lr, step=step, beta1=self.betas[0],
+               beta2=self.betas[1], eps=self.eps, eps_root=self.eps_root, weight_decay=self.weight_decay, maximize=self.maximize,
                threads=self.threads)
 
 
