@@ -217,3 +217,16 @@ def test_movement_loop_refuses_overlapping_views():
     assert not base.any()
     with pytest.raises(ValueError, match="threads"):
         kernels.movement_loop([np.ones(8)], (np.ones(8),), threads=0)
+
+
+def test_demo_is_a_cli_command(tmp_path, monkeypatch, capsys):
+    """`python -m fastoptim demo ...` hands its arguments to fastoptim.demo.main."""
+    from fastoptim import cli, demo
+
+    seen = []
+    monkeypatch.setattr(demo, "main", lambda argv: seen.append(argv) or 7)
+    assert cli.main(["demo", "--out", str(tmp_path), "--quick"]) == 7
+    assert seen == [["--out", str(tmp_path), "--quick"]]
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "demo" in capsys.readouterr().out

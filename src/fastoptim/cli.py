@@ -4,6 +4,7 @@
              reference and torch.optim (python -m fastoptim bench --quick)
     verify   run every kernel and option combination through the compiled and the NumPy
              backend and show the largest difference in ULP (0 expected); exit 1 on any
+    demo     draw the lectures' pictures with matplotlib (python -m fastoptim demo --out DIR)
 
 Each command's module is imported when the command runs, so ``--help`` stays fast.
 """
@@ -97,11 +98,20 @@ def build_parser():
     verify.add_argument("--threads", type=_threads, metavar="N",
                         help="threads for the compiled kernels (default: all cores)")
     verify.set_defaults(run=_verify)
+
+    # listed here for --help; `main` hands its arguments to fastoptim.demo's own parser
+    commands.add_parser("demo", add_help=False,
+                        help="draw the lectures' pictures (paths, EWMA, training) into --out DIR")
     return parser
 
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        from fastoptim import demo
+
+        return demo.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
