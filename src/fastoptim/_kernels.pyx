@@ -9,6 +9,8 @@ C double with the same expressions the reference evaluates in Python float, then
 loop runs with the GIL released.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject
+from cpython.sequence cimport PySequence_Fast_GET_ITEM
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport qsort
@@ -122,20 +124,25 @@ cdef tuple EWMA_SCAN_NAMES = ("average", "series")
 cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:
     """Check arrays = (written, read, state...) in O(1) each; fill data (NULL where a state
     entry is None) and n; return FO_FLOAT32 or FO_FLOAT64, or raise the precise error."""
-    cdef int dt = _check_group(arrays, data, n)
+    cdef PyObject *objects[MAX_BUFFERS]
+    cdef Py_ssize_t i
+    for i in range(len(arrays)):
+        objects[i] = <PyObject *>arrays[i]
+    cdef int dt = _check_group(objects, len(arrays), data, n)
     if dt < 0:
         _raise_buffer_error(arrays, names)
     return dt
 
 
-cdef int _check_group(tuple arrays, void **data, int64_t *n):
-    """_prepare without the error: -1 when anything is off."""
-    cdef Py_ssize_t i, j, k = len(arrays)
+cdef int _check_group(PyObject **objects, Py_ssize_t k, void **data, int64_t *n):
+    """_prepare without the error: -1 when anything is off. The objects are borrowed
+    references (from the caller's tuple or lists), so checking allocates nothing."""
+    cdef Py_ssize_t i, j
     cdef cnp.ndarray a, first
     cdef char *start[MAX_BUFFERS]
     cdef char *end[MAX_BUFFERS]
     cdef int typenum, need
-    obj = arrays[0]
+    obj = <object>objects[0]
     if not cnp.PyArray_Check(obj):
         return -1
     first = <cnp.ndarray>obj
@@ -143,7 +150,7 @@ cdef int _check_group(tuple arrays, void **data, int64_t *n):
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return -1
     for i in range(k):
-        obj = arrays[i]
+        obj = <object>objects[i]
         if obj is None and i >= 2:
             data[i] = NULL
             start[i] = end[i] = NULL
@@ -216,19 +223,19 @@ cdef int _run_many(fo_kernel *const *kernel, tuple buffers, tuple names, const v
     """The list form: every array checked in O(1) as in _prepare, and no written buffer
     sharing memory with any other buffer of the call (a sort of their byte ranges)."""
     cdef Py_ssize_t roles = len(buffers), count, i, r, k = 0
-    cdef list lists = []
+    cdef PyObject *columns[MAX_BUFFERS]   # each buffer argument: a list/tuple, or None
+    cdef PyObject *objects[MAX_BUFFERS]   # array i of each column (borrowed)
+    cdef int64_t itemsize
     first = buffers[0]
     if type(first) is not list and type(first) is not tuple:
         return _raise_many(buffers, names)
     count = len(first)
     for r in range(roles):
         b = buffers[r]
-        if b is None and r >= 2:
-            lists.append(None)
-        elif (type(b) is list or type(b) is tuple) and len(b) == count:
-            lists.append(b)
-        else:
+        if not ((b is None and r >= 2)
+                or ((type(b) is list or type(b) is tuple) and len(b) == count)):
             return _raise_many(buffers, names)
+        columns[r] = <PyObject *>b
     cdef void **data = <void **>PyMem_Malloc(count * roles * sizeof(void *))
     cdef int64_t *n = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
     cdef int *dtype = <int *>PyMem_Malloc(count * sizeof(int))
@@ -237,14 +244,17 @@ cdef int _run_many(fo_kernel *const *kernel, tuple buffers, tuple names, const v
         if not (data and n and dtype and spans):
             raise MemoryError()
         for i in range(count):
-            group = tuple([None if b is None else b[i] for b in lists])
-            dtype[i] = _check_group(group, data + i * roles, n + i)
+            for r in range(roles):
+                objects[r] = (columns[r] if columns[r] == <PyObject *>None
+                              else PySequence_Fast_GET_ITEM(<object>columns[r], i))
+            dtype[i] = _check_group(objects, roles, data + i * roles, n + i)
             if dtype[i] < 0:
                 return _raise_many(buffers, names)
+            itemsize = 8 if dtype[i] == FO_FLOAT64 else 4
             for r in range(roles):
                 if data[i * roles + r] != NULL and n[i] > 0:
                     spans[k].start = <char *>data[i * roles + r]
-                    spans[k].end = spans[k].start + cnp.PyArray_NBYTES(<cnp.ndarray>group[r])
+                    spans[k].end = spans[k].start + n[i] * itemsize
                     spans[k].written = r != 1
                     k += 1
         if _any_written_overlap(spans, k):
