@@ -11,17 +11,21 @@
 #include "fastoptim.h"
 
 #define real float
+#define uint_real uint32_t
 #define FN(name) name##_f32
 #include "loops/common.h"
 #include "loops/movement.h"
 #undef real
+#undef uint_real
 #undef FN
 
 #define real double
+#define uint_real uint64_t
 #define FN(name) name##_f64
 #include "loops/common.h"
 #include "loops/movement.h"
 #undef real
+#undef uint_real
 #undef FN
 
 movement_kernel *const movement_loop[2] = {movement_loop_f32, movement_loop_f64};

@@ -6,6 +6,7 @@
 #include "fastoptim.h"
 
 #define real float
+#define uint_real uint32_t
 #define FN(name) name##_f32
 #include "loops/common.h"
 #include "loops/sgd.h"
@@ -13,9 +14,11 @@
 #include "loops/adam.h"
 #include "loops/scan.h"
 #undef real
+#undef uint_real
 #undef FN
 
 #define real double
+#define uint_real uint64_t
 #define FN(name) name##_f64
 #include "loops/common.h"
 #include "loops/sgd.h"
@@ -23,6 +26,7 @@
 #include "loops/adam.h"
 #include "loops/scan.h"
 #undef real
+#undef uint_real
 #undef FN
 
 fo_kernel *const sgd_step[2] = {sgd_step_f32, sgd_step_f64};

@@ -207,3 +207,15 @@ def test_kernels_refuse_bad_buffers_before_writing(kernel_module):
     with pytest.raises(ValueError, match="threads"):
         kernel_module.sgd_step(p, g, lr=0.1, threads=0)
     assert_same_bits(p, np.ones(4))
+
+
+def test_maximize_negates_a_nan_grad_as_numpy_does(kernel_module):
+    """maximize flips the sign bit of every grad element, NaN included (DESIGN.md's NumPy
+    -grad): the C kernels negate with an integer XOR so the compiler cannot fold
+    p - lr*(-g) into p + lr*g, which would keep the NaN's sign."""
+    for dtype, uint in ((np.float32, np.uint32), (np.float64, np.uint64)):
+        p = np.array([1.0, 2.0], dtype)
+        kernel_module.sgd_step(p, np.array([np.nan, -np.nan], dtype), lr=0.05, maximize=True)
+        sign = np.array(1, uint) << (8 * np.dtype(dtype).itemsize - 1)
+        assert np.isnan(p).all()
+        assert (p.view(uint) & sign).tolist() == [sign, 0]   # -NaN from +NaN, +NaN from -NaN

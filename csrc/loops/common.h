@@ -1,6 +1,8 @@
 /* loops/common.h -- what every loop file shares; included once per dtype by kernels.c,
- * after `real` (float or double) and FN(name) (name_f32 / name_f64) are defined. */
+ * after `real` (float or double), `uint_real` (the unsigned integer of its size) and
+ * FN(name) (name_f32 / name_f64) are defined. */
 #include <math.h>
+#include <string.h>
 
 #ifndef FO_LOOPS_COMMON_ONCE
 #define FO_LOOPS_COMMON_ONCE
@@ -26,11 +28,18 @@
 #endif /* FO_LOOPS_COMMON_ONCE */
 
 /* The gradient as every optimizer sees it: maximize negates it, then L2 weight decay
- * adds wd * p. The caller's grad buffer is never written. */
+ * adds wd * p. The caller's grad buffer is never written. The negation is an integer XOR
+ * of the sign bit -- exactly NumPy's -grad, NaN included -- because a floating-point
+ * negation would let the compiler fold p - lr*(-g) into p + lr*g, which keeps a NaN's sign
+ * where NumPy flips it. */
 FO_INLINE real FN(effective_grad)(real grad, real param, int maximize, real weight_decay,
                                   int l2)
 {
-    real g = maximize ? -grad : grad;
+    uint_real bits;
+    memcpy(&bits, &grad, sizeof bits);
+    bits ^= (uint_real)(maximize != 0) << (8 * sizeof(real) - 1);
+    real g;
+    memcpy(&g, &bits, sizeof g);
     return l2 ? g + weight_decay * param : g;
 }
 

@@ -226,6 +226,9 @@ cdef int _run_many(fo_kernel *const *kernel, tuple buffers, tuple names, const v
     cdef PyObject *columns[MAX_BUFFERS]   # each buffer argument: a list/tuple, or None
     cdef PyObject *objects[MAX_BUFFERS]   # array i of each column (borrowed)
     cdef int64_t itemsize
+    cdef list held = []   # tuples of the caller's lists: their arrays stay alive (and in
+                          # place) while the step runs without the GIL, whatever other
+                          # threads do to the lists meanwhile
     first = buffers[0]
     if type(first) is not list and type(first) is not tuple:
         return _raise_many(buffers, names)
@@ -235,6 +238,9 @@ cdef int _run_many(fo_kernel *const *kernel, tuple buffers, tuple names, const v
         if not ((b is None and r >= 2)
                 or ((type(b) is list or type(b) is tuple) and len(b) == count)):
             return _raise_many(buffers, names)
+        if b is not None:
+            b = tuple(b)
+        held.append(b)
         columns[r] = <PyObject *>b
     cdef void **data = <void **>PyMem_Malloc(count * roles * sizeof(void *))
     cdef int64_t *n = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
