@@ -98,7 +98,9 @@ void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, co
         else
             small_total += n[i];
     }
-    /* The others are shared out whole among the threads, when they add up to enough. */
+    /* The others are shared out whole among the threads, when they add up to enough:
+     * thread t takes the arrays that start in the t-th equal share of their elements, so
+     * each thread keeps the same arrays (and their cache lines) from one step to the next. */
     int64_t team = threads > 0 ? threads : fo_max_threads();
     if (team > small_total / parallel_threshold)
         team = small_total / parallel_threshold;
@@ -109,9 +111,21 @@ void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, co
         return;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for num_threads((int)team) schedule(dynamic, 1)
-#endif
+    #pragma omp parallel num_threads((int)team)
+    {
+        int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t lo = small_total * t / nt, hi = small_total * (t + 1) / nt, seen = 0;
+        for (int64_t i = 0; i < count; i++) {
+            if (n[i] >= 2 * parallel_threshold)
+                continue;
+            if (seen >= lo && seen < hi)
+                kernel[dtype[i]](buffers + i * roles, n[i], scalars, 1);
+            seen += n[i];
+        }
+    }
+#else
     for (int64_t i = 0; i < count; i++)
         if (n[i] < 2 * parallel_threshold)
             kernel[dtype[i]](buffers + i * roles, n[i], scalars, 1);
+#endif
 }
