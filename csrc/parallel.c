@@ -21,7 +21,11 @@ static int64_t parallel_threshold = 1 << 16;
 
 int64_t fo_parallel_threshold(void) { return parallel_threshold; }
 
-void fo_set_parallel_threshold(int64_t n) { parallel_threshold = n > 1 ? n : 1; }
+/* clamped so that 2 * threshold, used below, cannot overflow */
+void fo_set_parallel_threshold(int64_t n)
+{
+    parallel_threshold = n < 1 ? 1 : n > INT64_MAX / 4 ? INT64_MAX / 4 : n;
+}
 
 int fo_has_openmp(void)
 {

@@ -298,8 +298,10 @@ cdef int _raise_many(tuple buffers, tuple names) except -1:
 
 
 cdef inline int _threads(object threads) except -1:
+    """The team size for a call. The default is resolved here, with the GIL held: it reads
+    FASTOPTIM_NUM_THREADS, and getenv must not race a write to os.environ."""
     if threads is None:
-        return 0
+        return fo_max_threads()
     return check_threads(threads)
 
 
