@@ -45,8 +45,7 @@ class BuildExt(build_ext):
 
 extension = Extension(
     "fastoptim._kernels",
-    sources=["src/fastoptim/_kernels.pyx", "csrc/kernels.c", "csrc/parallel.c",
-             "csrc/bandwidth.c"],
+    sources=["src/fastoptim/_kernels.pyx", "csrc/kernels.c", "csrc/parallel.c"],
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     depends=["csrc/fastoptim.h", "csrc/loops/common.h", "csrc/loops/sgd.h",

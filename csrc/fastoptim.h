@@ -116,7 +116,7 @@ int64_t fo_parallel_threshold(void);
 void fo_set_parallel_threshold(int64_t n);
 const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */
 
-/* The data-movement limit (bandwidth.c), for the benchmark: u[i] <- u[i] + read_only[i]
+/* The data-movement limit (loops/movement.h), for the benchmark: u[i] <- u[i] + read_only[i]
  * for each of the n_updated (1 to FO_MOVEMENT_MAX_UPDATED) buffers u, in one pass. */
 enum { FO_MOVEMENT_MAX_UPDATED = 4 };
 typedef void movement_kernel(void *const *updated, int n_updated, const void *read_only,

@@ -13,6 +13,7 @@
 #include "loops/adaptive.h"
 #include "loops/adam.h"
 #include "loops/scan.h"
+#include "loops/movement.h"
 #undef real
 #undef uint_real
 #undef FN
@@ -25,6 +26,7 @@
 #include "loops/adaptive.h"
 #include "loops/adam.h"
 #include "loops/scan.h"
+#include "loops/movement.h"
 #undef real
 #undef uint_real
 #undef FN
@@ -36,3 +38,6 @@ fo_kernel *const rmsprop_step[2] = {rmsprop_step_f32, rmsprop_step_f64};
 fo_kernel *const adam_step[2] = {adam_step_f32, adam_step_f64};
 fo_kernel *const ewma_step[2] = {ewma_step_f32, ewma_step_f64};
 ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};
+
+/* the benchmark's data-movement limit (loops/movement.h) */
+movement_kernel *const movement_loop[2] = {movement_loop_f32, movement_loop_f64};

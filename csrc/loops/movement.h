@@ -1,5 +1,11 @@
-/* loops/movement.h -- the data-movement limit (see bandwidth.c). Written once over
- * `real`; bandwidth.c instantiates it for float and double. */
+/* loops/movement.h -- the data-movement limit of an optimizer step, for the benchmark.
+ *
+ * A one-pass kernel cannot beat the memory traffic it must cause: every buffer read once,
+ * every updated buffer written once (Adam: param, exp_avg, exp_avg_sq read and written, grad
+ * read: 7 values per element). movement_loop causes exactly that traffic with one addition
+ * per value, threaded and compiled like the kernels (fo_parallel_for, target_clones), so
+ * `python -m fastoptim bench` can report each kernel as a share of it, measured on the same
+ * buffers in the same run. Written once over `real`; kernels.c instantiates it. */
 
 typedef struct {
     real *updated[FO_MOVEMENT_MAX_UPDATED];   /* the first `count` are used */
