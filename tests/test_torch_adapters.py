@@ -208,6 +208,21 @@ def test_numpy_backend_gives_the_same_bits_as_the_compiled_one():
     assert_same_params(runs[0][0], runs[1][0])
     assert_same_state(runs[0][1], runs[1][1])
 
+def save_run(path, model, opt, schedulers):
+    """Checkpoint a training run the way users do: one torch.save of the three state dicts."""
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "schedulers": [s.state_dict() for s in schedulers]}, path)
+
+
+def load_run(path, model, opt, schedulers):
+    """Restore a run saved by save_run into freshly built objects."""
+    checkpoint = torch.load(path)
+    model.load_state_dict(checkpoint["model"])
+    opt.load_state_dict(checkpoint["optimizer"])
+    for scheduler, state in zip(schedulers, checkpoint["schedulers"]):
+        scheduler.load_state_dict(state)
+
+
 
 # -- checkpoints -------------------------------------------------------------------------
 
@@ -222,17 +237,12 @@ def test_checkpoint_round_trip_resumes_bit_identically(name, kwargs, tmp_path):
     first = make_run(fot, name, kwargs, dtype)
     train(*first, 10, maximize=maximize)
     model, opt, schedulers = first
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "schedulers": [s.state_dict() for s in schedulers]}, tmp_path / "ckpt.pt")
+    save_run(tmp_path / "ckpt.pt", model, opt, schedulers)
     del first, model, opt, schedulers
 
     # a new process would build everything afresh: other initial weights, no state
     model, opt, schedulers = make_run(fot, name, kwargs, dtype, seed=123)
-    checkpoint = torch.load(tmp_path / "ckpt.pt")
-    model.load_state_dict(checkpoint["model"])
-    opt.load_state_dict(checkpoint["optimizer"])
-    for scheduler, state in zip(schedulers, checkpoint["schedulers"]):
-        scheduler.load_state_dict(state)
+    load_run(tmp_path / "ckpt.pt", model, opt, schedulers)
     train(model, opt, schedulers, 10, first_step=10, maximize=maximize)
 
     assert_same_params(model, straight[0])
@@ -253,15 +263,10 @@ def test_checkpoint_moves_between_torch_optim_and_fastoptim(name, kwargs, direct
 
     model, opt, schedulers = make_run(source, name, kwargs, dtype)
     train(model, opt, schedulers, 10)
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "schedulers": [s.state_dict() for s in schedulers]}, tmp_path / "ckpt.pt")
+    save_run(tmp_path / "ckpt.pt", model, opt, schedulers)
 
     model, opt, schedulers = make_run(target, name, kwargs, dtype, seed=123)
-    checkpoint = torch.load(tmp_path / "ckpt.pt")
-    model.load_state_dict(checkpoint["model"])
-    opt.load_state_dict(checkpoint["optimizer"])
-    for scheduler, state in zip(schedulers, checkpoint["schedulers"]):
-        scheduler.load_state_dict(state)
+    load_run(tmp_path / "ckpt.pt", model, opt, schedulers)
     if "step" in opt.state[model[0].weight]:
         assert opt.state[model[0].weight]["step"].dtype == torch.float32
     train(model, opt, schedulers, 10, first_step=10)
