@@ -131,3 +131,13 @@ def check_no_shared_memory(names, groups):
         any_end = max(any_end, (end, name), key=lambda e: e[0])
         if written:
             written_end = max(written_end, (end, name), key=lambda e: e[0])
+
+
+def check_axis(ndim, axis):
+    """The time axis of an ndim-dimensional series, made non-negative; ValueError if absent."""
+    axis = operator.index(axis)
+    if ndim == 0:
+        raise ValueError("series has no axis: give an array with at least one dimension")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimensions")
+    return axis % ndim

@@ -18,6 +18,7 @@ from libc.stdlib cimport qsort
 cimport numpy as cnp
 
 from fastoptim._checks import (
+    check_axis,
     check_buffers,
     each_array,
     check_momentum_form,
@@ -25,7 +26,6 @@ from fastoptim._checks import (
     check_step,
     check_threads,
 )
-from fastoptim.reference import check_axis
 
 cnp.import_array()
 

@@ -16,11 +16,11 @@ with the per-step scalars computed once). ``threads`` is accepted for the same s
 and ignored.
 """
 import math
-import operator
 
 import numpy as np
 
 from fastoptim._checks import (
+    check_axis,
     check_buffers,
     check_momentum_form,
     each_array,
@@ -233,13 +233,3 @@ def ewma_scan(average, series, *, beta, bias_correction=True, axis=0, threads=No
                 np.divide(v, 1.0 - power, out=out[t, ...])
             else:
                 out[t, ...] = v
-
-
-def check_axis(ndim, axis):
-    """The time axis of an ndim-dimensional series, made non-negative; ValueError if absent."""
-    axis = operator.index(axis)
-    if ndim == 0:
-        raise ValueError("series has no axis: give an array with at least one dimension")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimensions")
-    return axis % ndim
