@@ -5,7 +5,7 @@ The EWMA series scan against pandas when this build has fastoptim.ewma.
     pytest bench/bench_kernels.py --benchmark-only
     pytest bench/bench_kernels.py --benchmark-only -k "Adam and float32"
 
-Each benchmark builds its problem with fastoptim._bench.make_problem, the same setup as
+Each benchmark builds its problem with fastoptim.cli.bench.make_problem, the same setup as
 ``python -m fastoptim bench`` (which also reports % of the limit and speedups per row).
 """
 import numpy as np
@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("fastoptim.kernels", reason="fastoptim._kernels is not built")
 
-from fastoptim import _bench  # noqa: E402
+from fastoptim.cli import bench as _bench  # noqa: E402
 
 try:
     import torch

@@ -3,14 +3,14 @@ side by side in one pytest-benchmark group per problem.
 
     pytest bench/bench_torch_adapter.py --benchmark-only
 
-Each benchmark builds its optimizer with fastoptim._torch_bench.make_adam_step, the setup
+Each benchmark builds its optimizer with fastoptim.cli.bench_torch.make_adam_step, the setup
 ``python -m fastoptim bench --vs torch`` times (fixed grads, state already created).
 """
 import pytest
 
 pytest.importorskip("torch")
 
-from fastoptim import _torch_bench  # noqa: E402
+from fastoptim.cli import bench_torch as _torch_bench  # noqa: E402
 
 
 def run(benchmark, variant, tensors, numel):

@@ -9,8 +9,8 @@ import pytest
 import fastoptim
 from conftest import DTYPES, assert_same_bits, kernels, needs_kernels
 from fastoptim import _cases
-from fastoptim._verify import max_ulp
 from fastoptim.cli import main, parse_size
+from fastoptim.cli.verify import max_ulp
 
 # -- bench ------------------------------------------------------------------------------------
 
@@ -220,8 +220,9 @@ def test_movement_loop_refuses_overlapping_views():
 
 
 def test_demo_is_a_cli_command(tmp_path, monkeypatch, capsys):
-    """`python -m fastoptim demo ...` hands its arguments to fastoptim.demo.main."""
-    from fastoptim import cli, demo
+    """`python -m fastoptim demo ...` hands its arguments to fastoptim.cli.demo.main."""
+    from fastoptim import cli
+    from fastoptim.cli import demo
 
     seen = []
     monkeypatch.setattr(demo, "main", lambda argv: seen.append(argv) or 7)

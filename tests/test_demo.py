@@ -1,4 +1,4 @@
-"""fastoptim.demo: the three PNGs, the exit code without matplotlib, and that what the
+"""fastoptim.cli.demo: the three PNGs, the exit code without matplotlib, and that what the
 pictures show is true (the MLP learns, the paths converge, SGD zigzags)."""
 import sys
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import demo
+from fastoptim.cli import demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANCE = 0.1  # ten classes

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-import fastoptim.optimizers as optimizers
+import fastoptim._backend as _backend
 from conftest import assert_same_bits, kernels, needs_kernels
 
 # every class with its stateful options (lr raised so that the params visibly move)
@@ -177,7 +177,7 @@ def extension_missing(monkeypatch):
     finds before sys.modules: both must go."""
     monkeypatch.setitem(sys.modules, "fastoptim.kernels", None)
     monkeypatch.delattr(fo, "kernels", raising=False)
-    monkeypatch.setattr(optimizers, "_warned_fallback", False)
+    monkeypatch.setattr(_backend, "_warned_fallback", False)
     monkeypatch.delenv("FASTOPTIM_BACKEND", raising=False)
 
 
@@ -204,7 +204,7 @@ def test_backend_c_without_the_extension_raises_import_error(extension_missing):
 
 def test_env_var_makes_auto_pick_numpy(monkeypatch):
     monkeypatch.setenv("FASTOPTIM_BACKEND", "numpy")
-    monkeypatch.setattr(optimizers, "_warned_fallback", False)
+    monkeypatch.setattr(_backend, "_warned_fallback", False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # choosing the reference this way is not a fallback
         opt = fo.Adam(np.zeros(3), backend="auto")

@@ -8,6 +8,8 @@
 The optimizer classes run fastoptim.kernels (compiled C) or fastoptim.reference (NumPy);
 the two agree bit for bit. See README.md and DESIGN.md for the formulas.
 """
+from fastoptim import data, schedules
+from fastoptim.moving_average import EWMA, ewma
 from fastoptim.optimizers import (
     SGD,
     AdaGrad,
@@ -18,8 +20,6 @@ from fastoptim.optimizers import (
     Optimizer,
     RMSProp,
 )
-from fastoptim import data, schedules
-from fastoptim.moving_average import EWMA, ewma
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from fastoptim import reference
-from fastoptim.optimizers import resolve_backend
+from fastoptim._backend import resolve_backend
 
 __all__ = ["ewma", "EWMA"]
 

@@ -5,57 +5,16 @@ contiguous float32/float64 arrays in place, and runs its update through a backen
 ``"c"`` (fastoptim.kernels), ``"numpy"`` (fastoptim.reference) or ``"auto"`` (the compiled
 one, falling back to the reference with one warning when the extension is not built).
 """
-import os
-import sys
-import warnings
-
 import numpy as np
 
 from fastoptim import checkpoint, reference
+from fastoptim._backend import resolve_backend
 from fastoptim._checks import MOMENTUM_FORMS, check_array, check_no_shared_memory
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
 
-BACKENDS = ("auto", "c", "numpy")
-_warned_fallback = False
-
-
-def resolve_backend(backend):
-    """The kernel module for a backend name. FASTOPTIM_BACKEND=numpy makes "auto" pick the
-    reference (handy to run a program against the oracle without editing it)."""
-    global _warned_fallback
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto" and os.environ.get("FASTOPTIM_BACKEND") == "numpy":
-        backend = "numpy"
-    if backend == "numpy":
-        return reference
-    try:
-        from fastoptim import kernels
-    except ImportError as exc:
-        if backend == "c":
-            raise ImportError(
-                "backend='c' needs the compiled extension fastoptim._kernels, which is not "
-                "built; reinstall with `pip install .` (a C compiler is required)") from exc
-        if not _warned_fallback:
-            warnings.warn("fastoptim: the compiled kernels are not built; using the NumPy "
-                          "reference (same results, slower)", RuntimeWarning,
-                          stacklevel=_first_frame_outside_fastoptim())
-            _warned_fallback = True
-        return reference
-    return kernels
-
-
 def _kernel_arg(arrays):
     return arrays[0] if len(arrays) == 1 else arrays
-
-
-def _first_frame_outside_fastoptim():
-    """The stacklevel of the user's line that led here, however deep the class chain."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastoptim."):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _check_unit_interval(name, value):

@@ -23,10 +23,10 @@ from fastoptim._checks import (
     check_axis,
     check_buffers,
     check_momentum_form,
-    each_array,
     check_rmsprop_momentum,
     check_step,
     check_threads,
+    each_array,
 )
 
 __all__ = [

@@ -33,8 +33,8 @@ except ImportError as exc:  # torch is optional: only this module needs it
     raise ImportError("fastoptim.torch needs PyTorch, which is not installed; "
                       "install it with `pip install torch==2.13.0`") from exc
 
+from fastoptim._backend import resolve_backend
 from fastoptim._checks import FLOAT_DTYPES, check_buffers, check_threads
-from fastoptim.optimizers import resolve_backend
 
 __all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 

@@ -99,7 +99,7 @@ def build_parser():
                         help="threads for the compiled kernels (default: all cores)")
     verify.set_defaults(run=_verify)
 
-    # listed here for --help; `main` hands its arguments to fastoptim.demo's own parser
+    # listed here for --help; `main` hands its arguments to fastoptim.cli.demo's own parser
     commands.add_parser("demo", add_help=False,
                         help="draw the lectures' pictures (paths, EWMA, training) into --out DIR")
     return parser
@@ -109,7 +109,7 @@ def main(argv=None):
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["demo"]:
-        from fastoptim import demo
+        from fastoptim.cli import demo
 
         return demo.main(argv[1:])
     parser = build_parser()
@@ -122,7 +122,7 @@ def main(argv=None):
 
 
 def _bench(args, parser):
-    from fastoptim import _bench as bench
+    from fastoptim.cli import bench
 
     try:
         from fastoptim import kernels  # noqa: F401
@@ -138,7 +138,7 @@ def _bench(args, parser):
         parser.error(str(exc))
     if args.vs == "torch":
         try:
-            from fastoptim import _torch_bench
+            from fastoptim.cli import bench_torch as _torch_bench
         except ImportError as exc:
             print(f"fastoptim bench --vs torch: {exc}", file=sys.stderr)
             return 2
@@ -174,7 +174,7 @@ def _bench(args, parser):
 
 
 def _optimizer_name(text):
-    from fastoptim._bench import TWINS
+    from fastoptim.cli.bench import TWINS
 
     for name in TWINS:
         if name.lower() == text.strip().lower():
@@ -184,7 +184,7 @@ def _optimizer_name(text):
 
 
 def _verify(args, parser):
-    from fastoptim import _verify as verify
+    from fastoptim.cli import verify
 
     try:
         sizes = _flatten(args.sizes, parse_size)

@@ -370,7 +370,8 @@ def main(argv=None):
     if epochs < 1:
         parser.error(f"--epochs must be >= 1, got {epochs}")
     try:
-        import matplotlib   # noqa: F401  (first: a hidden/missing package fails here)
+        import matplotlib  # noqa: F401  (first: a hidden/missing package fails here)
+
         # Figure alone, no pyplot: PNGs are drawn by the Agg canvas, with no display and no
         # change to the caller's global backend
         from matplotlib.figure import Figure

@@ -13,8 +13,9 @@ import gc
 import statistics
 import time
 
-import fastoptim.torch as fot  # first: without torch, its ImportError says how to install it
-import torch
+import fastoptim.torch as fot  # without torch, its ImportError says how to install it
+
+torch = fot.torch
 
 VARIANTS = ("fastoptim", "torch", "torch_foreach", "torch_fused")
 # torch.optim.Adam's arguments per variant; "torch" is its default (for-loop on the CPU)
