@@ -1,126 +1,145 @@
 /* fastoptim.h -- the C kernel interface.
  *
- * Every kernel updates contiguous buffers in place, in one pass over memory. The
- * buffers arrive as void pointers plus a dtype index (FO_FLOAT32 / FO_FLOAT64), so one
- * declaration serves both dtypes; the loops themselves are written once over the type
- * `real` (csrc/loops/ (one file per family)) and instantiated twice in csrc/kernels.c.
+ * A kernel is an element loop (csrc/loops/, written once over the type `real`, instantiated
+ * for float and double in kernels.c) plus an entry in the registry `fo_kernels`. One call
+ * (fo_run) steps a whole list of arrays: for each array, a fixed number of buffers (its
+ * "roles": param, grad, then the state buffers), each with its own storage dtype.
  *
- * Hyperparameters arrive as doubles, already combined by the caller into the per-step
- * scalars of DESIGN.md (bias corrections, step sizes, 1 - beta, ...). A kernel rounds each
- * scalar to the array dtype once and then performs only dtype arithmetic, operation for
- * operation as the NumPy reference does, so the two agree bit for bit.
+ * Arithmetic happens in the compute type: double for float64 params, float for everything
+ * else. Buffers stored in float32/float64 are updated in place; bfloat16/float16 buffers are
+ * widened to float in blocks, the loop runs on the block, and the written ones are rounded
+ * back once (to nearest even, or stochastically). So one loop serves every dtype.
+ *
+ * The per-step scalars (bias corrections, step sizes, 1 - beta, ...) arrive computed in
+ * double by the Python layer, one struct of doubles per kernel whose field names are listed
+ * in the registry; each is rounded to the compute type once. The loops then perform only
+ * compute-type arithmetic, operation for operation as the NumPy reference does, so the two
+ * agree bit for bit.
  */
 #ifndef FASTOPTIM_H
 #define FASTOPTIM_H
 
 #include <stdint.h>
 
-enum { FO_FLOAT32 = 0, FO_FLOAT64 = 1 };
+/* storage dtypes of a buffer */
+enum { FO_FLOAT32 = 0, FO_FLOAT64 = 1, FO_BFLOAT16 = 2, FO_FLOAT16 = 3 };
 
-/* Shared by all gradient kernels: g <- -grad when maximize, then g <- g + weight_decay * p
- * when weight_decay != 0 (torch.optim's L2 order). */
-typedef struct {
-    int maximize;
-    double weight_decay;    /* L2 coefficient; 0 means "skip", not "add 0 * p" */
-} fo_grad_scalars;
+enum {
+    FO_MAX_ROLES = 8,           /* buffers per array, the optional param copy included */
+    FO_MAX_SCALARS = 32,        /* doubles in a kernel's scalars struct */
+    FO_MAX_SUMS = 2,            /* sums a reducing kernel returns per array */
+    /* Reductions: every sum runs over blocks of FO_REDUCE_BLOCK elements (the last one
+     * shorter); in a block, lane k adds the elements k, k + FO_REDUCE_LANES, ... in order,
+     * in double, from 0; the lanes are combined pairwise (0+1, 2+3, ... then again); the
+     * blocks are added in index order. Threads take whole blocks, so the result never
+     * depends on the thread count. */
+    FO_REDUCE_BLOCK = 2048,
+    FO_REDUCE_LANES = 16,
+};
 
-typedef struct {
-    fo_grad_scalars g;
-    double lr;
-} sgd_scalars;
-
+/* Option codes some kernels take as a scalar (fastoptim/_kernel_specs.py uses the same). */
 enum { FO_MOMENTUM_TORCH = 0, FO_MOMENTUM_EWMA = 1, FO_MOMENTUM_VELOCITY = 2 };
+enum { FO_ADAM_DEN_TORCH = 0, FO_ADAM_DEN_EPS_ROOT = 1, FO_ADAM_DEN_EPS_HAT = 2 };
+enum { FO_LANES_SQUARE = 0, FO_LANES_ABS = 1, FO_LANES_ZERO = 2 };   /* loops/reduce.h */
+
+/* A loop over n elements of the compute type `real` (float or double): buf[r] points at
+ * role r's first element (NULL when the role is unused), scalars at the kernel's scalars
+ * struct of `real`. A reducing kernel (nsums > 0) is called one reduction block at a time
+ * (n <= FO_REDUCE_BLOCK) and writes that block's nsums totals to sums. */
+typedef void fo_loop_f32(const float *scalars, float *const *buf, int64_t n, double *sums);
+typedef void fo_loop_f64(const double *scalars, double *const *buf, int64_t n, double *sums);
 
 typedef struct {
-    fo_grad_scalars g;
-    int form;               /* FO_MOMENTUM_* */
-    int nesterov;
-    int first_step;         /* torch form: b <- g on the first step */
-    double momentum;        /* mu, or beta for the ewma form */
-    double grad_weight;     /* torch: 1 - dampening; ewma: 1 - beta; velocity: lr */
-    double step_size;       /* torch: lr; ewma: lr or lr / (1 - beta^t); velocity: unused */
-    double momentum_sq;     /* velocity + nesterov: mu * mu */
-    double nesterov_grad;   /* velocity + nesterov: (1 + mu) * lr */
-} momentum_scalars;
+    const char *name;           /* the Python function, e.g. "adam_step" */
+    const char *roles;          /* buffer names in argument order; role 1 is only read */
+    const char *scalars;        /* the scalars struct's fields, in order */
+    int nroles, nscalars, nsums;
+    int combine_max;            /* reducing: blocks combine by maximum, not by sum */
+    fo_loop_f32 *loop_f32;
+    fo_loop_f64 *loop_f64;
+} fo_kernel;
 
+extern const fo_kernel fo_kernels[];
+extern const int fo_kernel_count;
+
+/* How stores to bfloat16/float16 round. Stochastic rounding draws 16 bits per element
+ * from a counter-based hash of (seed, step, array index, role, element index): the same
+ * bits whatever the thread count, and the ones the NumPy reference draws. */
 typedef struct {
-    fo_grad_scalars g;
-    double clr;             /* lr / (1 + (t - 1) * lr_decay) */
-    double eps;
-} adagrad_scalars;
+    int stochastic;
+    uint64_t seed;
+    int64_t step;
+} fo_rounding;
 
+/* One kernel call over `count` arrays. data and dtype hold nroles + 1 entries per array:
+ * the kernel's roles, then the optional copy of the updated param (NULL: none), written
+ * in the same pass with the same rounding. */
 typedef struct {
-    fo_grad_scalars g;
-    double alpha, one_minus_alpha;
-    double eps;
-    double lr;
-    double momentum;
-} rmsprop_scalars;
+    const fo_kernel *kernel;
+    int64_t count;
+    void *const *data;
+    const int *dtype;
+    const int64_t *n;
+    const double *scalars;      /* nscalars doubles, or count * nscalars when per_array */
+    int per_array;
+    fo_rounding rounding;
+    int64_t first_index;        /* the index of array 0 in the rounding key */
+    double *sums;               /* reducing kernels: count * nsums results */
+    int writes;                 /* 0: a read-only pass (reductions): nothing is stored */
+    int threads;
+} fo_call;
 
-typedef struct {
-    fo_grad_scalars g;      /* weight_decay here is L2 only; AdamW uses param_decay */
-    double param_decay;     /* AdamW: 1 - lr * wd applied to p first; 1 means none */
-    int decoupled;
-    double beta1, one_minus_beta1;
-    double beta2, one_minus_beta2;
-    double step_size;       /* lr / (1 - beta1^t) */
-    double rsqrt_bc2;       /* 1 / sqrt(1 - beta2^t), used when eps_root == 0 */
-    double inv_bc2;         /* 1 / (1 - beta2^t), used when eps_root > 0 */
-    double eps, eps_root;
-} adam_scalars;
+/* Runs the call; 0, or -1 when memory for its task list could not be allocated (nothing
+ * has been written then). */
+int fo_run(const fo_call *call);
 
-typedef struct {
-    double beta, one_minus_beta;
-} ewma_scalars;
+/* The norms of clipping and check_finite are reducing kernels over one read-only role "x":
+ * sum_squares, sum_abs, max_abs; per array, sums[2i] is the value and sums[2i + 1] is 0
+ * when every element is finite (NaN otherwise). */
 
+/* ---- conversions (convert.c), exported for the tests of the rounding rules ---- */
+void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo_rounding *r,
+               uint64_t key, int64_t first);
+void fo_widen(const void *x, int dtype, float *out, int64_t n);
+uint64_t fo_rounding_key(const fo_rounding *r, int64_t array, int role);
+
+/* ---- the thread pool (pool.c) ---- */
+/* Runs task(ctx, t) for t in [0, ntasks) on up to `threads` threads, the calling one
+ * included, and returns when all are done. Tasks are claimed in order from a shared
+ * counter: a thread that is not running never holds up the others, and the caller takes
+ * whatever is left. Workers compute under the caller's floating-point mode. */
+typedef void fo_task(void *ctx, int64_t t);
+void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads);
+
+/* The element-range form: chunk(ctx, lo, hi) over [0, n) in pieces whose bounds are
+ * multiples of FO_REDUCE_BLOCK (whole cache lines and whole reduction blocks); one piece
+ * on the calling thread when n is below the parallel threshold. */
+typedef void fo_chunk_fn(const void *ctx, int64_t lo, int64_t hi);
+void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads);
+int64_t fo_piece_size(int64_t n, int team);     /* the piece fo_parallel_for would cut */
+
+int fo_max_threads(void);       /* the default team: FASTOPTIM_NUM_THREADS, else all cores */
+int fo_hardware_threads(void);  /* the cores this process may run on */
+int fo_pool_workers(void);      /* worker threads alive now */
+int64_t fo_parallel_threshold(void);
+void fo_set_parallel_threshold(int64_t n);
+const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */
+
+/* ---- the EWMA of a series along its time axis (loops/scan.h) ---- */
 typedef struct {
     double beta, one_minus_beta;
     int bias_correction;    /* divide v_t by 1 - beta^t, beta^t a running product in double */
 } ewma_scan_scalars;
 
-/* Every optimizer kernel has one signature: its buffers in a fixed order (below), the
- * element count, its scalars struct, and the number of threads to use at most (<= 0 means
- * the default). Optional state buffers are NULL when unused.
- *   sgd_step:      param, grad                                  (sgd_scalars)
- *   momentum_step: param, grad, momentum_buffer                 (momentum_scalars)
- *   adagrad_step:  param, grad, state_sum                       (adagrad_scalars)
- *   rmsprop_step:  param, grad, square_avg, grad_avg?, momentum_buffer?   (rmsprop_scalars)
- *   adam_step:     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq?      (adam_scalars)
- *   ewma_step:     average, value                               (ewma_scalars)
- */
-typedef void fo_kernel(void *const *buffers, int64_t n, const void *scalars, int threads);
-
-/* Indexed by FO_FLOAT32 / FO_FLOAT64. */
-extern fo_kernel *const sgd_step[2];
-extern fo_kernel *const momentum_step[2];
-extern fo_kernel *const adagrad_step[2];
-extern fo_kernel *const rmsprop_step[2];
-extern fo_kernel *const adam_step[2];
-extern fo_kernel *const ewma_step[2];
-
-/* ewma_scan: the EWMA along the time axis of a series viewed as (outer, length, inner). */
+/* the series viewed as (outer, length, inner), time the middle axis; float or double */
 typedef void ewma_scan_kernel(void *average, const void *series, int64_t outer, int64_t length,
                               int64_t inner, const ewma_scan_scalars *s, int threads);
-extern ewma_scan_kernel *const ewma_scan[2];
+extern ewma_scan_kernel *const ewma_scan[2];    /* indexed by FO_FLOAT32 / FO_FLOAT64 */
 
-/* Threading (parallel.c). */
-typedef void fo_chunk_fn(const void *ctx, int64_t lo, int64_t hi);
-void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads);
-/* One kernel over `count` arrays (an optimizer's whole parameter list) in one call:
- * buffers holds `roles` pointers per array, n and dtype one entry per array. */
-void fo_run_many(fo_kernel *const kernel[2], void *const *buffers, int roles, const int64_t *n,
-                 const int *dtype, int64_t count, const void *scalars, int threads);
-int fo_max_threads(void);   /* the default: FASTOPTIM_NUM_THREADS, else all cores (OpenMP) */
-int fo_has_openmp(void);
-int64_t fo_parallel_threshold(void);
-void fo_set_parallel_threshold(int64_t n);
-const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */
-
-/* The data-movement limit (loops/movement.h), for the benchmark: u[i] <- u[i] + read_only[i]
- * for each of the n_updated (1 to FO_MOVEMENT_MAX_UPDATED) buffers u, in one pass. */
-enum { FO_MOVEMENT_MAX_UPDATED = 4 };
-typedef void movement_kernel(void *const *updated, int n_updated, const void *read_only,
-                             int64_t n, int threads);
-extern movement_kernel *const movement_loop[2];   /* indexed by FO_FLOAT32 / FO_FLOAT64 */
+/* ---- the data-movement limit (movement.c), for the benchmark ---- */
+/* u[i] <- u[i] + read_only[i] (as integers) for each of the `count` updated buffers u,
+ * whose elements are size[j] bytes (2, 4 or 8), in one pass: a step's memory traffic. */
+void fo_movement(void *const *updated, const int *size, int count, const void *read_only,
+                 int read_size, int64_t n, int threads);
 
 #endif

@@ -1,8 +1,8 @@
-/* kernels.c -- every kernel, instantiated for float (_f32) and double (_f64).
+/* kernels.c -- every loop, instantiated for float (_f32) and double (_f64), and the
+ * registry the Python layer reads (names, roles, scalars) and calls through fo_run.
  *
- * The loops in loops/ (one file per family) are written once in terms of the element type `real` and name
- * their functions through FN(name); this file includes them once per dtype and exports
- * one table per kernel, indexed by FO_FLOAT32 / FO_FLOAT64 (see fastoptim.h). */
+ * The loops in loops/ (one file per family) are written once in terms of the compute type
+ * `real` and name their functions and scalar structs through FN(name). */
 #include "fastoptim.h"
 
 #define real float
@@ -12,8 +12,10 @@
 #include "loops/sgd.h"
 #include "loops/adaptive.h"
 #include "loops/adam.h"
+#include "loops/sign.h"
+#include "loops/averaged.h"
+#include "loops/reduce.h"
 #include "loops/scan.h"
-#include "loops/movement.h"
 #undef real
 #undef uint_real
 #undef FN
@@ -25,19 +27,58 @@
 #include "loops/sgd.h"
 #include "loops/adaptive.h"
 #include "loops/adam.h"
+#include "loops/sign.h"
+#include "loops/averaged.h"
+#include "loops/reduce.h"
 #include "loops/scan.h"
-#include "loops/movement.h"
 #undef real
 #undef uint_real
 #undef FN
 
-fo_kernel *const sgd_step[2] = {sgd_step_f32, sgd_step_f64};
-fo_kernel *const momentum_step[2] = {momentum_step_f32, momentum_step_f64};
-fo_kernel *const adagrad_step[2] = {adagrad_step_f32, adagrad_step_f64};
-fo_kernel *const rmsprop_step[2] = {rmsprop_step_f32, rmsprop_step_f64};
-fo_kernel *const adam_step[2] = {adam_step_f32, adam_step_f64};
-fo_kernel *const ewma_step[2] = {ewma_step_f32, ewma_step_f64};
-ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};
+/* the prologue's fields (loops/common.h), first in every optimizer's scalars */
+#define PROLOGUE "maximize grad_factor weight_decay param_decay "
+#define NSCALARS(type) (int)(sizeof(type) / sizeof(double))
 
-/* the benchmark's data-movement limit (loops/movement.h) */
-movement_kernel *const movement_loop[2] = {movement_loop_f32, movement_loop_f64};
+/* name, roles (role 1 only read), scalars, nroles, nscalars, nsums, combine_max, loops */
+const fo_kernel fo_kernels[] = {
+    {"sgd_step", "param grad", PROLOGUE SGD_SCALARS,
+     2, NSCALARS(sgd_scalars_f64), 0, 0, sgd_loop_f32, sgd_loop_f64},
+    {"momentum_step", "param grad momentum_buffer", PROLOGUE MOMENTUM_SCALARS,
+     3, NSCALARS(momentum_scalars_f64), 0, 0, momentum_loop_f32, momentum_loop_f64},
+    {"adagrad_step", "param grad sum", PROLOGUE ADAGRAD_SCALARS,
+     3, NSCALARS(adagrad_scalars_f64), 0, 0, adagrad_loop_f32, adagrad_loop_f64},
+    {"rmsprop_step", "param grad square_avg grad_avg momentum_buffer", PROLOGUE RMSPROP_SCALARS,
+     5, NSCALARS(rmsprop_scalars_f64), 0, 0, rmsprop_loop_f32, rmsprop_loop_f64},
+    {"adadelta_step", "param grad square_avg acc_delta", PROLOGUE ADADELTA_SCALARS,
+     4, NSCALARS(adadelta_scalars_f64), 0, 0, adadelta_loop_f32, adadelta_loop_f64},
+    {"adam_step", "param grad exp_avg exp_avg_sq max_exp_avg_sq", PROLOGUE ADAM_SCALARS,
+     5, NSCALARS(adam_scalars_f64), 0, 0, adam_loop_f32, adam_loop_f64},
+    {"adamax_step", "param grad exp_avg exp_inf", PROLOGUE ADAMAX_SCALARS,
+     4, NSCALARS(adamax_scalars_f64), 0, 0, adamax_loop_f32, adamax_loop_f64},
+    {"nadam_step", "param grad exp_avg exp_avg_sq", PROLOGUE NADAM_SCALARS,
+     4, NSCALARS(nadam_scalars_f64), 0, 0, nadam_loop_f32, nadam_loop_f64},
+    {"radam_step", "param grad exp_avg exp_avg_sq", PROLOGUE RADAM_SCALARS,
+     4, NSCALARS(radam_scalars_f64), 0, 0, radam_loop_f32, radam_loop_f64},
+    {"lamb_pass", "param grad exp_avg exp_avg_sq", PROLOGUE LAMB_SCALARS,
+     4, NSCALARS(lamb_scalars_f64), 2, 0, lamb_loop_f32, lamb_loop_f64},
+    {"lion_step", "param grad exp_avg", PROLOGUE LION_SCALARS,
+     3, NSCALARS(lion_scalars_f64), 0, 0, lion_loop_f32, lion_loop_f64},
+    {"rprop_step", "param grad prev step_size", PROLOGUE RPROP_SCALARS,
+     4, NSCALARS(rprop_scalars_f64), 0, 0, rprop_loop_f32, rprop_loop_f64},
+    {"asgd_step", "param grad ax", PROLOGUE ASGD_SCALARS,
+     3, NSCALARS(asgd_scalars_f64), 0, 0, asgd_loop_f32, asgd_loop_f64},
+    {"schedulefree_adamw_step", "param grad z exp_avg_sq", PROLOGUE SCHEDULEFREE_ADAMW_SCALARS,
+     4, NSCALARS(schedulefree_adamw_scalars_f64), 0, 0, schedulefree_adamw_loop_f32,
+     schedulefree_adamw_loop_f64},
+    {"interpolate_step", "param target", INTERPOLATE_SCALARS,
+     2, NSCALARS(interpolate_scalars_f64), 0, 0, interpolate_loop_f32, interpolate_loop_f64},
+    {"ewma_step", "average value", EWMA_SCALARS,
+     2, NSCALARS(ewma_scalars_f64), 0, 0, ewma_loop_f32, ewma_loop_f64},
+    {"sum_squares", "x", "", 1, 0, 2, 0, sum_squares_loop_f32, sum_squares_loop_f64},
+    {"sum_abs", "x", "", 1, 0, 2, 0, sum_abs_loop_f32, sum_abs_loop_f64},
+    {"max_abs", "x", "", 1, 0, 2, 1, max_abs_loop_f32, max_abs_loop_f64},
+};
+
+const int fo_kernel_count = sizeof fo_kernels / sizeof fo_kernels[0];
+
+ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};

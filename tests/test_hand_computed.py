@@ -152,10 +152,11 @@ def test_momentum_velocity_form(kernel_module, nesterov, weight_decay, maximize)
     for t, grad in enumerate(GRADS, start=1):
         for i in range(3):
             g = effective(grad[i], p[i], weight_decay, maximize)
-            v[i] = mu * v[i] - lr * g
-            if nesterov:  # DESIGN.md, literally: the *updated* v in the mu*mu term
+            if nesterov:  # Deep Learning from Scratch's corrected code: the *previous* v
                 p[i] = p[i] + mu * mu * v[i] - (1 + mu) * lr * g
+                v[i] = mu * v[i] - lr * g
             else:
+                v[i] = mu * v[i] - lr * g
                 p[i] = p[i] + v[i]
         kernel_module.momentum_step(param, arr(grad), buf, lr=lr, momentum=mu, step=t,
                                     form="velocity", nesterov=nesterov,
@@ -182,16 +183,20 @@ def test_velocity_form_is_torch_form_with_v_equal_minus_lr_b(kernel_module):
     _torch_vs_velocity(kernel_module, nesterov=False)
 
 
-def test_velocity_nesterov_is_the_books_variant(kernel_module):
-    """DESIGN.md's velocity-form Nesterov is the code of 'Deep Learning from Scratch':
-    p += mu*mu*v - (1+mu)*lr*g with the *updated* v. Bengio et al. 2013 and CS231n (and
-    form="torch") use the previous v, so the first step from v = 0 moves (1+mu)*lr*g there
-    and (1+mu+mu^2)*lr*g here. Pinned so that changing the spec is a visible decision."""
+def test_velocity_nesterov_is_torch_nesterov_with_v_equal_minus_lr_b(kernel_module):
+    # the corrected velocity Nesterov (CS231n: p <- p - mu*v0 + (1+mu)*v) is torch's
+    # Nesterov up to rounding, as the plain forms are
+    _torch_vs_velocity(kernel_module, nesterov=True)
+
+
+def test_velocity_nesterov_first_step_is_one_plus_mu(kernel_module):
+    """The first step from v = 0 moves (1+mu)*lr*g, as CS231n, Keras and the corrected Deep
+    Learning from Scratch do (the superseded book code moved (1+mu+mu^2)*lr*g)."""
     mu, lr, g = 0.9, 0.1, np.array([1.0, -2.0, 0.5])
     param, v = np.zeros(3), np.zeros(3)
     kernel_module.momentum_step(param, g, v, lr=lr, momentum=mu, step=1, form="velocity",
                                 nesterov=True)
-    assert_close(param, list(-(1 + mu + mu * mu) * lr * g), "velocity nesterov, step 1")
+    assert_close(param, list(-(1 + mu) * lr * g), "velocity nesterov, step 1")
     torch_form, b = np.zeros(3), np.zeros(3)
     kernel_module.momentum_step(torch_form, g, b, lr=lr, momentum=mu, step=1, form="torch",
                                 nesterov=True)

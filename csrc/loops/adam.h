@@ -1,87 +1,219 @@
-/* loops/adam.h -- Adam and AdamW (torch.optim.Adam / AdamW, optax's eps_root), and the
- * EWMA state update. Written once over `real`; kernels.c instantiates it for float and
- * double. */
+/* loops/adam.h -- the Adam family: Adam/AdamW (torch.optim, optax's eps_root, Kingma & Ba's
+ * eps_hat form), Adamax, NAdam, RAdam and LAMB. Written once over `real`; kernels.c
+ * instantiates it for float and double. */
+
+/* The two moving averages Adam, NAdam, RAdam and LAMB keep (their scalars come first after
+ * the prologue's): m' = b1*m + (1-b1)*g;  v' = b2*v + (1-b2)*g*g */
+typedef struct {
+    real beta1, one_minus_beta1, beta2, one_minus_beta2;
+} FN(moment_scalars);
+
+FO_INLINE void FN(moments)(const FN(moment_scalars) *s, real g, real m, real v, real *m_new,
+                           real *v_new)
+{
+    *m_new = s->beta1 * m + s->one_minus_beta1 * g;
+    *v_new = s->beta2 * v + s->one_minus_beta2 * (g * g);
+}
 
 typedef struct {
-    real *param;
-    const real *grad;
-    real *exp_avg, *exp_avg_sq, *max_exp_avg_sq;
-    int maximize;
-    real weight_decay, param_decay;
-    real beta1, one_minus_beta1, beta2, one_minus_beta2;
-    real step_size, rsqrt_bc2, inv_bc2, eps, eps_root;
-    int l2, decoupled;
-    int root;               /* eps_root != 0, decided on the double as the reference does */
-} FN(adam_ctx);
+    FN(prologue_scalars) pro;
+    FN(moment_scalars) mom;
+    real step_size;         /* lr / bc1; eps_hat: lr * sqrt(bc2) / bc1 */
+    real rsqrt_bc2;         /* 1 / sqrt(bc2) */
+    real inv_bc2;           /* 1 / bc2 */
+    real eps, eps_root;
+    real denominator;       /* FO_ADAM_DEN_* */
+} FN(adam_scalars);
+#define ADAM_SCALARS \
+    "beta1 one_minus_beta1 beta2 one_minus_beta2 step_size rsqrt_bc2 inv_bc2 eps eps_root " \
+    "denominator"
 
-/* AdamW first: p <- p*(1 - lr*wd). Then m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g*g;
- * amsgrad: vmax <- max(vmax, v), used in place of v; den = sqrt(v)*rsqrt_bc2 + eps, or
- * sqrt(v*inv_bc2 + eps_root) + eps with eps_root; p <- p - step_size*m / den: one
- * division per element. amsgrad and eps_root are compiled as separate variants. */
-FO_INLINE void FN(adam_loop)(const FN(adam_ctx) *c, int64_t lo, int64_t hi, const int amsgrad,
-                             const int root)
+/* buf: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad) or NULL.
+ * m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g*g;  amsgrad: vmax <- max(vmax, v), used for v;
+ * p <- p - step_size*m / den, one division per element, with den
+ *   torch:    sqrt(v)*rsqrt_bc2 + eps
+ *   eps_root: sqrt(v*inv_bc2 + eps_root) + eps
+ *   eps_hat:  sqrt(v) + eps  (step_size = lr*sqrt(bc2)/bc1) */
+FO_INLINE void FN(adam_body)(const FN(adam_scalars) *s, real *const *buf, int64_t n,
+                             const int amsgrad, const int denominator)
 {
-    real *restrict p = c->param, *restrict m = c->exp_avg, *restrict v = c->exp_avg_sq;
-    real *restrict vmax = c->max_exp_avg_sq;
-    const real *restrict grad = c->grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real pi = c->decoupled ? p[i] * c->param_decay : p[i];
-        real g = FN(effective_grad)(grad[i], pi, c->maximize, c->weight_decay, c->l2);
-        real mi = c->beta1 * m[i] + c->one_minus_beta1 * g;
-        real vi = c->beta2 * v[i] + c->one_minus_beta2 * (g * g);
+    real *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    real *restrict vmax = buf[4];
+    const real *restrict grad = buf[1];
+    for (int64_t i = 0; i < n; i++) {
+        real p, g, mi, vi;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        FN(moments)(&s->mom, g, m[i], v[i], &mi, &vi);
         m[i] = mi;
         v[i] = vi;
         if (amsgrad) {
             vi = FN(maximum)(vmax[i], vi);
             vmax[i] = vi;
         }
-        real den = root ? FO_SQRT(vi * c->inv_bc2 + c->eps_root) + c->eps
-                        : FO_SQRT(vi) * c->rsqrt_bc2 + c->eps;
-        p[i] = pi - c->step_size * mi / den;
+        real den = denominator == FO_ADAM_DEN_EPS_ROOT ? FO_SQRT(vi * s->inv_bc2 + s->eps_root) + s->eps
+                   : denominator == FO_ADAM_DEN_EPS_HAT ? FO_SQRT(vi) + s->eps
+                   : FO_SQRT(vi) * s->rsqrt_bc2 + s->eps;
+        param[i] = p - s->step_size * mi / den;
     }
 }
 
-FO_SIMD static void FN(adam_chunk)(const void *ctx, int64_t lo, int64_t hi)
+FO_LOOP(adam)
 {
-    const FN(adam_ctx) c = *(const FN(adam_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    if (c.max_exp_avg_sq)
-        c.root ? FN(adam_loop)(&c, lo, hi, 1, 1) : FN(adam_loop)(&c, lo, hi, 1, 0);
+    const FN(adam_scalars) *s = (const void *)scalars_;
+    (void)sums;
+    const int amsgrad = buf[4] != NULL;
+    if (s->denominator == FO_ADAM_DEN_EPS_ROOT)
+        amsgrad ? FN(adam_body)(s, buf, n, 1, FO_ADAM_DEN_EPS_ROOT)
+                : FN(adam_body)(s, buf, n, 0, FO_ADAM_DEN_EPS_ROOT);
+    else if (s->denominator == FO_ADAM_DEN_EPS_HAT)
+        amsgrad ? FN(adam_body)(s, buf, n, 1, FO_ADAM_DEN_EPS_HAT)
+                : FN(adam_body)(s, buf, n, 0, FO_ADAM_DEN_EPS_HAT);
     else
-        c.root ? FN(adam_loop)(&c, lo, hi, 0, 1) : FN(adam_loop)(&c, lo, hi, 0, 0);
-}
-
-static void FN(adam_step)(void *const *buf, int64_t n, const void *scalars, int threads)
-{
-    const adam_scalars *s = scalars;
-    FN(adam_ctx) c = {buf[0], buf[1], buf[2], buf[3], buf[4],
-                      s->g.maximize, (real)s->g.weight_decay, (real)s->param_decay,
-                      (real)s->beta1, (real)s->one_minus_beta1,
-                      (real)s->beta2, (real)s->one_minus_beta2,
-                      (real)s->step_size, (real)s->rsqrt_bc2, (real)s->inv_bc2,
-                      (real)s->eps, (real)s->eps_root,
-                      s->g.weight_decay != 0, s->decoupled, s->eps_root != 0};
-    fo_parallel_for(FN(adam_chunk), &c, n, threads);
+        amsgrad ? FN(adam_body)(s, buf, n, 1, FO_ADAM_DEN_TORCH)
+                : FN(adam_body)(s, buf, n, 0, FO_ADAM_DEN_TORCH);
 }
 
 typedef struct {
-    real *average;
-    const real *value;
-    real beta, one_minus_beta;
-} FN(ewma_ctx);
+    FN(prologue_scalars) pro;
+    real beta1, one_minus_beta1, beta2;
+    real eps;
+    real step_size;         /* lr / bc1 */
+} FN(adamax_scalars);
+#define ADAMAX_SCALARS "beta1 one_minus_beta1 beta2 eps step_size"
 
-/* v <- beta*v + (1-beta)*x */
-FO_SIMD static void FN(ewma_chunk)(const void *ctx, int64_t lo, int64_t hi)
+/* buf: param, grad, exp_avg, exp_inf (torch.optim.Adamax).
+ * m <- b1*m + (1-b1)*g;  u <- max(b2*u, |g| + eps);  p <- p - step_size*m / u */
+FO_LOOP(adamax)
 {
-    const FN(ewma_ctx) c = *(const FN(ewma_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    real *restrict v = c.average;
-    const real *restrict x = c.value;
-    for (int64_t i = lo; i < hi; i++)
-        v[i] = c.beta * v[i] + c.one_minus_beta * x[i];
+    const FN(adamax_scalars) *s = (const void *)scalars_;
+    real *restrict param = buf[0], *restrict m = buf[2], *restrict u = buf[3];
+    const real *restrict grad = buf[1];
+    (void)sums;
+    for (int64_t i = 0; i < n; i++) {
+        real p, g;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        real mi = s->beta1 * m[i] + s->one_minus_beta1 * g;
+        real ui = FN(maximum)(s->beta2 * u[i], (g < 0 ? -g : g) + s->eps);
+        m[i] = mi;
+        u[i] = ui;
+        param[i] = p - s->step_size * mi / ui;
+    }
 }
 
-static void FN(ewma_step)(void *const *buf, int64_t n, const void *scalars, int threads)
+typedef struct {
+    FN(prologue_scalars) pro;
+    FN(moment_scalars) mom;
+    real rsqrt_bc2, eps;
+    real grad_coef;         /* lr * (1 - mu_t) / (1 - prod mu) */
+    real avg_coef;          /* lr * mu_{t+1} / (1 - prod mu * mu_{t+1}) */
+} FN(nadam_scalars);
+#define NADAM_SCALARS \
+    "beta1 one_minus_beta1 beta2 one_minus_beta2 rsqrt_bc2 eps grad_coef avg_coef"
+
+/* buf: param, grad, exp_avg, exp_avg_sq (torch.optim.NAdam).
+ * m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g*g;  den = sqrt(v)*rsqrt_bc2 + eps;
+ * p <- p - (grad_coef*g + avg_coef*m) / den */
+FO_LOOP(nadam)
 {
-    const ewma_scalars *s = scalars;
-    FN(ewma_ctx) c = {buf[0], buf[1], (real)s->beta, (real)s->one_minus_beta};
-    fo_parallel_for(FN(ewma_chunk), &c, n, threads);
+    const FN(nadam_scalars) *s = (const void *)scalars_;
+    real *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    const real *restrict grad = buf[1];
+    (void)sums;
+    for (int64_t i = 0; i < n; i++) {
+        real p, g, mi, vi;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        FN(moments)(&s->mom, g, m[i], v[i], &mi, &vi);
+        m[i] = mi;
+        v[i] = vi;
+        real den = FO_SQRT(vi) * s->rsqrt_bc2 + s->eps;
+        param[i] = p - (s->grad_coef * g + s->avg_coef * mi) / den;
+    }
+}
+
+typedef struct {
+    FN(prologue_scalars) pro;
+    FN(moment_scalars) mom;
+    real step_size;         /* rectified: lr * r_t * sqrt(bc2) / bc1; else lr / bc1 */
+    real eps;
+    real rectified;         /* rho_t > 5 */
+} FN(radam_scalars);
+#define RADAM_SCALARS "beta1 one_minus_beta1 beta2 one_minus_beta2 step_size eps rectified"
+
+/* buf: param, grad, exp_avg, exp_avg_sq (torch.optim.RAdam).
+ * m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g*g;
+ * rectified: p <- p - step_size*m / (sqrt(v) + eps);  else p <- p - step_size*m */
+FO_INLINE void FN(radam_body)(const FN(radam_scalars) *s, real *const *buf, int64_t n,
+                              const int rectified)
+{
+    real *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    const real *restrict grad = buf[1];
+    for (int64_t i = 0; i < n; i++) {
+        real p, g, mi, vi;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        FN(moments)(&s->mom, g, m[i], v[i], &mi, &vi);
+        m[i] = mi;
+        v[i] = vi;
+        param[i] = rectified ? p - s->step_size * mi / (FO_SQRT(vi) + s->eps)
+                             : p - s->step_size * mi;
+    }
+}
+
+FO_LOOP(radam)
+{
+    const FN(radam_scalars) *s = (const void *)scalars_;
+    (void)sums;
+    s->rectified != 0 ? FN(radam_body)(s, buf, n, 1) : FN(radam_body)(s, buf, n, 0);
+}
+
+typedef struct {
+    FN(prologue_scalars) pro;
+    FN(moment_scalars) mom;
+    real inv_bc1;           /* 1 / bc1, or 1 without bias correction */
+    real rsqrt_bc2;         /* 1 / sqrt(bc2), or 1 */
+    real eps;
+    real decay;             /* LAMB's own weight decay: u gets decay * p */
+    real apply;             /* 0: only the two sums; 1: write m, v and p */
+    real step_size;         /* lr * trust ratio (per array; used when apply) */
+} FN(lamb_scalars);
+#define LAMB_SCALARS \
+    "beta1 one_minus_beta1 beta2 one_minus_beta2 inv_bc1 rsqrt_bc2 eps decay apply " \
+    "step_size"
+
+/* buf: param, grad, exp_avg, exp_avg_sq (You et al. 2019). Called one reduction block at a
+ * time. m' = b1*m + (1-b1)*g;  v' = b2*v + (1-b2)*g*g;
+ * u = m'*inv_bc1 / (sqrt(v')*rsqrt_bc2 + eps) + decay*p.
+ * First call (apply = 0): writes nothing; sums = (sum of u*u, sum of p*p) for the trust
+ * ratio |p| / |u|. Second call (apply = 1): the same u again, then m <- m', v <- v',
+ * p <- p - step_size*u. Nothing is written before the ratio is known, so an interrupted
+ * step leaves every buffer as it was. */
+FO_INLINE void FN(lamb_body)(const FN(lamb_scalars) *s, real *const *buf, int64_t n,
+                             double *sums, const int apply)
+{
+    real *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    const real *restrict grad = buf[1];
+    real u[FO_REDUCE_BLOCK], pd[FO_REDUCE_BLOCK];
+    for (int64_t i = 0; i < n; i++) {
+        real p, g, mi, vi;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        FN(moments)(&s->mom, g, m[i], v[i], &mi, &vi);
+        real ui = mi * s->inv_bc1 / (FO_SQRT(vi) * s->rsqrt_bc2 + s->eps) + s->decay * p;
+        if (apply) {
+            m[i] = mi;
+            v[i] = vi;
+            param[i] = p - s->step_size * ui;
+        } else {
+            u[i] = ui;
+            pd[i] = p;
+        }
+    }
+    if (!apply) {
+        sums[0] = FN(block_sum_squares)(u, n);
+        sums[1] = FN(block_sum_squares)(pd, n);
+    }
+}
+
+FO_LOOP(lamb)
+{
+    const FN(lamb_scalars) *s = (const void *)scalars_;
+    s->apply != 0 ? FN(lamb_body)(s, buf, n, sums, 1) : FN(lamb_body)(s, buf, n, sums, 0);
 }

@@ -1,98 +1,124 @@
-/* loops/adaptive.h -- AdaGrad and RMSProp (torch.optim.Adagrad / RMSprop). Written once
- * over `real`; kernels.c instantiates it for float and double. */
+/* loops/adaptive.h -- AdaGrad, RMSProp and Adadelta (torch.optim.Adagrad / RMSprop /
+ * Adadelta), with eps outside the square root (torch) or inside it (the lectures, optax).
+ * Written once over `real`; kernels.c instantiates it for float and double. */
 
 typedef struct {
-    real *param;
-    const real *grad;
-    real *state_sum;
-    int maximize;
-    real weight_decay, clr, eps;
-    int l2;
-} FN(adagrad_ctx);
+    FN(prologue_scalars) pro;
+    real clr;               /* lr / (1 + (t - 1) * lr_decay) */
+    real eps;
+    real eps_in_sqrt;
+} FN(adagrad_scalars);
+#define ADAGRAD_SCALARS "clr eps eps_in_sqrt"
 
-/* s <- s + g*g; p <- p - clr*g / (sqrt(s) + eps) */
-FO_SIMD static void FN(adagrad_chunk)(const void *ctx, int64_t lo, int64_t hi)
+/* buf: param, grad, sum.  s <- s + g*g;  p <- p - clr*g / den,
+ * den = sqrt(s) + eps, or sqrt(s + eps) with eps_in_sqrt */
+FO_INLINE void FN(adagrad_body)(const FN(adagrad_scalars) *s, real *const *buf, int64_t n,
+                                const int eps_in_sqrt)
 {
-    const FN(adagrad_ctx) c = *(const FN(adagrad_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    real *restrict p = c.param, *restrict s = c.state_sum;
-    const real *restrict grad = c.grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real g = FN(effective_grad)(grad[i], p[i], c.maximize, c.weight_decay, c.l2);
-        real si = s[i] + g * g;
-        s[i] = si;
-        p[i] = p[i] - c.clr * g / (FO_SQRT(si) + c.eps);
+    real *restrict param = buf[0], *restrict sum = buf[2];
+    const real *restrict grad = buf[1];
+    for (int64_t i = 0; i < n; i++) {
+        real p, g;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        real si = sum[i] + g * g;
+        sum[i] = si;
+        real den = eps_in_sqrt ? FO_SQRT(si + s->eps) : FO_SQRT(si) + s->eps;
+        param[i] = p - s->clr * g / den;
     }
 }
 
-static void FN(adagrad_step)(void *const *buf, int64_t n, const void *scalars, int threads)
+FO_LOOP(adagrad)
 {
-    const adagrad_scalars *s = scalars;
-    FN(adagrad_ctx) c = {buf[0], buf[1], buf[2], s->g.maximize,
-                         (real)s->g.weight_decay, (real)s->clr, (real)s->eps,
-                         s->g.weight_decay != 0};
-    fo_parallel_for(FN(adagrad_chunk), &c, n, threads);
+    const FN(adagrad_scalars) *s = (const void *)scalars_;
+    (void)sums;
+    s->eps_in_sqrt != 0 ? FN(adagrad_body)(s, buf, n, 1) : FN(adagrad_body)(s, buf, n, 0);
 }
 
 typedef struct {
-    real *param;
-    const real *grad;
-    real *square_avg, *grad_avg, *momentum_buffer;
-    int maximize;
-    real weight_decay, alpha, one_minus_alpha, eps, lr, momentum;
-    int l2;
-} FN(rmsprop_ctx);
+    FN(prologue_scalars) pro;
+    real alpha, one_minus_alpha;
+    real eps;
+    real lr;
+    real momentum;
+    real eps_in_sqrt;
+} FN(rmsprop_scalars);
+#define RMSPROP_SCALARS "alpha one_minus_alpha eps lr momentum eps_in_sqrt"
 
-/* v <- a*v + (1-a)*g*g; centered: ga <- a*ga + (1-a)*g, den = sqrt(v - ga*ga) + eps,
- * else den = sqrt(v) + eps; momentum: b <- mu*b + g/den, p <- p - lr*b;
- * else p <- p - lr*g/den. grad_avg and momentum_buffer are NULL when unused, so the
- * four variants are compiled separately (literal flags). */
-FO_INLINE void FN(rmsprop_loop)(const FN(rmsprop_ctx) *c, int64_t lo, int64_t hi,
-                                const int centered, const int has_momentum)
+/* buf: param, grad, square_avg, grad_avg (centered) or NULL, momentum_buffer or NULL.
+ * v <- a*v + (1-a)*g*g;  centered: ga <- a*ga + (1-a)*g, d = v - ga*ga, else d = v;
+ * den = sqrt(d) + eps, or sqrt(d + eps) with eps_in_sqrt;  momentum: b <- mu*b + g/den,
+ * p <- p - lr*b;  else p <- p - lr*g/den. */
+FO_INLINE void FN(rmsprop_body)(const FN(rmsprop_scalars) *s, real *const *buf, int64_t n,
+                                const int centered, const int has_momentum,
+                                const int eps_in_sqrt)
 {
-    real *restrict p = c->param, *restrict v = c->square_avg;
-    real *restrict ga = c->grad_avg, *restrict b = c->momentum_buffer;
-    const real *restrict grad = c->grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real g = FN(effective_grad)(grad[i], p[i], c->maximize, c->weight_decay, c->l2);
-        real vi = c->alpha * v[i] + c->one_minus_alpha * (g * g);
+    real *restrict param = buf[0], *restrict v = buf[2];
+    real *restrict ga = buf[3], *restrict b = buf[4];
+    const real *restrict grad = buf[1];
+    for (int64_t i = 0; i < n; i++) {
+        real p, g;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        real vi = s->alpha * v[i] + s->one_minus_alpha * (g * g);
         v[i] = vi;
-        real den;
+        real d = vi;
         if (centered) {
-            real gai = c->alpha * ga[i] + c->one_minus_alpha * g;
+            real gai = s->alpha * ga[i] + s->one_minus_alpha * g;
             ga[i] = gai;
-            den = FO_SQRT(vi - gai * gai) + c->eps;
-        } else {
-            den = FO_SQRT(vi) + c->eps;
+            d = vi - gai * gai;
         }
+        real den = eps_in_sqrt ? FO_SQRT(d + s->eps) : FO_SQRT(d) + s->eps;
         if (has_momentum) {
-            real bi = c->momentum * b[i] + g / den;
+            real bi = s->momentum * b[i] + g / den;
             b[i] = bi;
-            p[i] = p[i] - c->lr * bi;
+            param[i] = p - s->lr * bi;
         } else {
-            p[i] = p[i] - c->lr * g / den;
+            param[i] = p - s->lr * g / den;
         }
     }
 }
 
-FO_SIMD static void FN(rmsprop_chunk)(const void *ctx, int64_t lo, int64_t hi)
+FO_LOOP(rmsprop)
 {
-    const FN(rmsprop_ctx) c = *(const FN(rmsprop_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    if (c.grad_avg && c.momentum_buffer)
-        FN(rmsprop_loop)(&c, lo, hi, 1, 1);
-    else if (c.grad_avg)
-        FN(rmsprop_loop)(&c, lo, hi, 1, 0);
-    else if (c.momentum_buffer)
-        FN(rmsprop_loop)(&c, lo, hi, 0, 1);
-    else
-        FN(rmsprop_loop)(&c, lo, hi, 0, 0);
+    const FN(rmsprop_scalars) *s = (const void *)scalars_;
+    const int centered = buf[3] != NULL, momentum = buf[4] != NULL;
+    (void)sums;
+    if (s->eps_in_sqrt != 0) {
+        if (centered)
+            momentum ? FN(rmsprop_body)(s, buf, n, 1, 1, 1) : FN(rmsprop_body)(s, buf, n, 1, 0, 1);
+        else
+            momentum ? FN(rmsprop_body)(s, buf, n, 0, 1, 1) : FN(rmsprop_body)(s, buf, n, 0, 0, 1);
+    } else {
+        if (centered)
+            momentum ? FN(rmsprop_body)(s, buf, n, 1, 1, 0) : FN(rmsprop_body)(s, buf, n, 1, 0, 0);
+        else
+            momentum ? FN(rmsprop_body)(s, buf, n, 0, 1, 0) : FN(rmsprop_body)(s, buf, n, 0, 0, 0);
+    }
 }
 
-static void FN(rmsprop_step)(void *const *buf, int64_t n, const void *scalars, int threads)
+typedef struct {
+    FN(prologue_scalars) pro;
+    real rho, one_minus_rho;
+    real eps;
+    real lr;
+} FN(adadelta_scalars);
+#define ADADELTA_SCALARS "rho one_minus_rho eps lr"
+
+/* buf: param, grad, square_avg, acc_delta (torch.optim.Adadelta).
+ * v <- rho*v + (1-rho)*g*g;  delta = sqrt(u + eps) / sqrt(v + eps) * g;
+ * u <- rho*u + (1-rho)*delta*delta;  p <- p - lr*delta */
+FO_LOOP(adadelta)
 {
-    const rmsprop_scalars *s = scalars;
-    FN(rmsprop_ctx) c = {buf[0], buf[1], buf[2], buf[3], buf[4],
-                         s->g.maximize, (real)s->g.weight_decay, (real)s->alpha,
-                         (real)s->one_minus_alpha, (real)s->eps, (real)s->lr,
-                         (real)s->momentum, s->g.weight_decay != 0};
-    fo_parallel_for(FN(rmsprop_chunk), &c, n, threads);
+    const FN(adadelta_scalars) *s = (const void *)scalars_;
+    real *restrict param = buf[0], *restrict v = buf[2], *restrict u = buf[3];
+    const real *restrict grad = buf[1];
+    (void)sums;
+    for (int64_t i = 0; i < n; i++) {
+        real p, g;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        real vi = s->rho * v[i] + s->one_minus_rho * (g * g);
+        v[i] = vi;
+        real delta = FO_SQRT(u[i] + s->eps) / FO_SQRT(vi + s->eps) * g;
+        u[i] = s->rho * u[i] + s->one_minus_rho * (delta * delta);
+        param[i] = p - s->lr * delta;
+    }
 }

@@ -1,46 +1,52 @@
-/* loops/common.h -- what every loop file shares; included once per dtype by kernels.c,
- * after `real` (float or double), `uint_real` (the unsigned integer of its size) and
- * FN(name) (name_f32 / name_f64) are defined. */
+/* loops/common.h -- what every loop file shares; included once per compute type by
+ * kernels.c, after `real` (float or double), `uint_real` (the unsigned integer of its size)
+ * and FN(name) (name_f32 / name_f64) are defined. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #ifndef FO_LOOPS_COMMON_ONCE
 #define FO_LOOPS_COMMON_ONCE
 
-/* Runtime SIMD dispatch: GCC/clang compile a chunk function once per target and pick one
- * when the library loads (an ifunc), so one build runs on any x86-64 and still uses
- * AVX-512 where the CPU has it. Elsewhere the plain loop is compiled once. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
-#  if __has_attribute(target_clones)
-#    define FO_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
-#  endif
-#endif
-#ifndef FO_SIMD
-#  define FO_SIMD
-#endif
-
-/* Loops that take a few constant options are written once as an always-inline function
- * and called with literal flags, so each variant compiles without tests in its loop. */
-#define FO_INLINE static inline __attribute__((always_inline))
+#include "../simd.h"
 
 #define FO_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
 
+/* A kernel's loop and its scalars struct, named alike: FO_LOOP(adam) is adam_loop_f32/_f64
+ * taking adam_scalars_f32/_f64. */
+#define FO_LOOP(name) \
+    FO_SIMD static void FN(name##_loop)(const real *scalars_, real *const *buf, int64_t n, \
+                                        double *sums)
+
 #endif /* FO_LOOPS_COMMON_ONCE */
 
-/* The gradient as every optimizer sees it: maximize negates it, then L2 weight decay
- * adds wd * p. The caller's grad buffer is never written. The negation is an integer XOR
- * of the sign bit -- exactly NumPy's -grad, NaN included -- because a floating-point
- * negation would let the compiler fold p - lr*(-g) into p + lr*g, which keeps a NaN's sign
- * where NumPy flips it. */
-FO_INLINE real FN(effective_grad)(real grad, real param, int maximize, real weight_decay,
-                                  int l2)
+/* The first fields of every optimizer's scalars struct: what every optimizer does to its
+ * gradient and parameter before its own update (fo_prologue below). */
+typedef struct {
+    real maximize;          /* 1: g <- -g */
+    real grad_factor;       /* g <- g * grad_factor first (clipping, 1 / loss scale); 1: none */
+    real weight_decay;      /* L2: g <- g + wd * p; 0: none */
+    real param_decay;       /* decoupled: p <- p * (1 - lr * wd) first; 1: none */
+} FN(prologue_scalars);
+
+/* The parameter and gradient as an optimizer's update sees them: decoupled decay shrinks p,
+ * the gradient is scaled, negated by maximize, and gets L2 decay wd * p (torch.optim's
+ * order). Each step is skipped when its scalar is the identity, decided on the rounded
+ * value as the reference decides it. The caller's grad buffer is never written. The
+ * negation is an integer XOR of the sign bit -- exactly NumPy's -grad, NaN included --
+ * because a floating-point negation would let the compiler fold p - lr*(-g) into p + lr*g,
+ * which keeps a NaN's sign where NumPy flips it. */
+FO_INLINE void FN(prologue)(const FN(prologue_scalars) *s, real param, real grad, real *p,
+                            real *g)
 {
+    real pi = s->param_decay != 1 ? param * s->param_decay : param;
+    real gi = s->grad_factor != 1 ? grad * s->grad_factor : grad;
     uint_real bits;
-    memcpy(&bits, &grad, sizeof bits);
-    bits ^= (uint_real)(maximize != 0) << (8 * sizeof(real) - 1);
-    real g;
-    memcpy(&g, &bits, sizeof g);
-    return l2 ? g + weight_decay * param : g;
+    memcpy(&bits, &gi, sizeof bits);
+    bits ^= (uint_real)(s->maximize != 0) << (8 * sizeof(real) - 1);
+    memcpy(&gi, &bits, sizeof gi);
+    *p = pi;
+    *g = s->weight_decay != 0 ? gi + s->weight_decay * pi : gi;
 }
 
 /* NumPy's maximum(a, b): NaN in either propagates; otherwise the larger, and b on a tie
@@ -48,4 +54,33 @@ FO_INLINE real FN(effective_grad)(real grad, real param, int maximize, real weig
 FO_INLINE real FN(maximum)(real a, real b)
 {
     return (a > b || a != a) ? a : b;
+}
+
+/* NumPy's sign: -1, 0 (keeping -0 and +0 as they are) or 1; NaN stays NaN. */
+FO_INLINE real FN(sign)(real x)
+{
+    return x > 0 ? (real)1 : x < 0 ? (real)-1 : x;
+}
+
+/* The lanes of a reduction block combined pairwise: (0+1), (2+3), ... then again. */
+FO_INLINE double FN(combine_lanes)(double *lane)
+{
+    for (int width = FO_REDUCE_LANES / 2; width >= 1; width /= 2)
+        for (int k = 0; k < width; k++)
+            lane[k] = lane[2 * k] + lane[2 * k + 1];
+    return lane[0];
+}
+
+/* The sum of x[i]^2 over one reduction block (n <= FO_REDUCE_BLOCK), in double, in the
+ * fixed lane order of fastoptim.h. */
+FO_INLINE double FN(block_sum_squares)(const real *x, int64_t n)
+{
+    double lane[FO_REDUCE_LANES] = {0};
+    int64_t i = 0;
+    for (; i + FO_REDUCE_LANES <= n; i += FO_REDUCE_LANES)
+        for (int k = 0; k < FO_REDUCE_LANES; k++)
+            lane[k] += (double)x[i + k] * (double)x[i + k];
+    for (int k = 0; i + k < n; k++)
+        lane[k] += (double)x[i + k] * (double)x[i + k];
+    return FN(combine_lanes)(lane);
 }

@@ -1,98 +1,84 @@
-/* loops/sgd.h -- plain SGD and momentum in its three forms (DESIGN.md). Written once
- * over `real`; kernels.c instantiates it for float and double. */
+/* loops/sgd.h -- plain SGD and momentum in its three forms. Written once over `real`;
+ * kernels.c instantiates it for float and double. buf: param, grad[, momentum_buffer]. */
 
 typedef struct {
-    real *param;
-    const real *grad;
-    int maximize;
-    real weight_decay, lr;
-    int l2;
-} FN(sgd_ctx);
+    FN(prologue_scalars) pro;
+    real lr;
+} FN(sgd_scalars);
+#define SGD_SCALARS "lr"
 
-FO_SIMD static void FN(sgd_chunk)(const void *ctx, int64_t lo, int64_t hi)
+/* p <- p - lr*g */
+FO_LOOP(sgd)
 {
-    const FN(sgd_ctx) c = *(const FN(sgd_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    real *restrict p = c.param;
-    const real *restrict grad = c.grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real g = FN(effective_grad)(grad[i], p[i], c.maximize, c.weight_decay, c.l2);
-        p[i] = p[i] - c.lr * g;
+    const FN(sgd_scalars) *s = (const void *)scalars_;
+    real *restrict param = buf[0];
+    const real *restrict grad = buf[1];
+    (void)sums;
+    for (int64_t i = 0; i < n; i++) {
+        real p, g;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        param[i] = p - s->lr * g;
     }
-}
-
-static void FN(sgd_step)(void *const *buf, int64_t n, const void *scalars, int threads)
-{
-    const sgd_scalars *s = scalars;
-    FN(sgd_ctx) c = {buf[0], buf[1], s->g.maximize, (real)s->g.weight_decay,
-                     (real)s->lr, s->g.weight_decay != 0};
-    fo_parallel_for(FN(sgd_chunk), &c, n, threads);
 }
 
 typedef struct {
-    real *param;
-    const real *grad;
-    real *buf;
-    int maximize;
-    real weight_decay;
-    real momentum, grad_weight, step_size, momentum_sq, nesterov_grad;
-    int l2, nesterov, first_step;
-} FN(momentum_ctx);
+    FN(prologue_scalars) pro;
+    real form;              /* FO_MOMENTUM_* */
+    real nesterov;
+    real first_step;        /* torch form: b <- g on the first step */
+    real momentum;          /* mu, or beta for the ewma form */
+    real grad_weight;       /* torch: 1 - dampening; ewma: 1 - beta; velocity: lr */
+    real step_size;         /* torch: lr; ewma: lr or lr / (1 - beta^t); velocity: 1 + mu */
+} FN(momentum_scalars);
+#define MOMENTUM_SCALARS "form nesterov first_step momentum grad_weight step_size"
 
-/* torch.optim.SGD: b <- g on the first step, else b <- mu*b + (1-d)*g;
- * p <- p - lr*(g + mu*b) with nesterov, else p <- p - lr*b. */
-FO_SIMD static void FN(momentum_torch_chunk)(const void *ctx, int64_t lo, int64_t hi)
+/* One loop for the three forms (`form`, `nesterov` and `first_step` are literals):
+ *   torch:    b <- g at t=1, else b <- mu*b + (1-d)*g;  p <- p - lr*(g + mu*b if nesterov else b)
+ *   ewma:     v <- beta*v + (1-beta)*g;  p <- p - s*d, d = v, or with nesterov the look-ahead
+ *             beta*v + (1-beta)*g;  s = lr or lr/(1-beta^t)
+ *   velocity: v0 = v;  v <- mu*v0 - lr*g;  p <- p + v, or with nesterov (CS231n, the corrected
+ *             Deep Learning from Scratch) p <- p - mu*v0 + (1+mu)*v */
+FO_INLINE void FN(momentum_body)(const FN(momentum_scalars) *s, real *const *buf, int64_t n,
+                                 const int form, const int nesterov, const int first_step)
 {
-    const FN(momentum_ctx) c = *(const FN(momentum_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    real *restrict p = c.param, *restrict b = c.buf;
-    const real *restrict grad = c.grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real g = FN(effective_grad)(grad[i], p[i], c.maximize, c.weight_decay, c.l2);
-        real bi = c.first_step ? g : c.momentum * b[i] + c.grad_weight * g;
-        b[i] = bi;
-        real d = c.nesterov ? g + c.momentum * bi : bi;
-        p[i] = p[i] - c.step_size * d;
+    real *restrict param = buf[0], *restrict b = buf[2];
+    const real *restrict grad = buf[1];
+    const real mu = s->momentum, w = s->grad_weight, step = s->step_size;
+    for (int64_t i = 0; i < n; i++) {
+        real p, g;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        if (form == FO_MOMENTUM_TORCH) {
+            real bi = first_step ? g : mu * b[i] + w * g;
+            b[i] = bi;
+            param[i] = p - step * (nesterov ? g + mu * bi : bi);
+        } else if (form == FO_MOMENTUM_EWMA) {
+            real vi = mu * b[i] + w * g;
+            b[i] = vi;
+            param[i] = p - step * (nesterov ? mu * vi + w * g : vi);
+        } else {
+            real v0 = b[i];
+            real vi = mu * v0 - w * g;
+            b[i] = vi;
+            param[i] = nesterov ? p - mu * v0 + step * vi : p + vi;
+        }
     }
 }
 
-/* EWMA of gradients (Ng): v <- beta*v + (1-beta)*g; p <- p - step_size*v, where
- * step_size is lr or lr/(1-beta^t); nesterov looks one step ahead: beta*v + (1-beta)*g. */
-FO_SIMD static void FN(momentum_ewma_chunk)(const void *ctx, int64_t lo, int64_t hi)
+FO_LOOP(momentum)
 {
-    const FN(momentum_ctx) c = *(const FN(momentum_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    real *restrict p = c.param, *restrict v = c.buf;
-    const real *restrict grad = c.grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real g = FN(effective_grad)(grad[i], p[i], c.maximize, c.weight_decay, c.l2);
-        real vi = c.momentum * v[i] + c.grad_weight * g;
-        v[i] = vi;
-        real d = c.nesterov ? c.momentum * vi + c.grad_weight * g : vi;
-        p[i] = p[i] - c.step_size * d;
-    }
-}
-
-/* Velocity (CS231n): v <- mu*v - lr*g; p <- p + v; nesterov: p <- p + mu*mu*v - (1+mu)*lr*g. */
-FO_SIMD static void FN(momentum_velocity_chunk)(const void *ctx, int64_t lo, int64_t hi)
-{
-    const FN(momentum_ctx) c = *(const FN(momentum_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    real *restrict p = c.param, *restrict v = c.buf;
-    const real *restrict grad = c.grad;
-    for (int64_t i = lo; i < hi; i++) {
-        real g = FN(effective_grad)(grad[i], p[i], c.maximize, c.weight_decay, c.l2);
-        real vi = c.momentum * v[i] - c.grad_weight * g;
-        v[i] = vi;
-        p[i] = c.nesterov ? p[i] + c.momentum_sq * vi - c.nesterov_grad * g : p[i] + vi;
-    }
-}
-
-static void FN(momentum_step)(void *const *buf, int64_t n, const void *scalars, int threads)
-{
-    const momentum_scalars *s = scalars;
-    FN(momentum_ctx) c = {buf[0], buf[1], buf[2], s->g.maximize, (real)s->g.weight_decay,
-                          (real)s->momentum, (real)s->grad_weight, (real)s->step_size,
-                          (real)s->momentum_sq, (real)s->nesterov_grad,
-                          s->g.weight_decay != 0, s->nesterov, s->first_step};
-    fo_chunk_fn *chunk = s->form == FO_MOMENTUM_EWMA       ? FN(momentum_ewma_chunk)
-                         : s->form == FO_MOMENTUM_VELOCITY ? FN(momentum_velocity_chunk)
-                                                           : FN(momentum_torch_chunk);
-    fo_parallel_for(chunk, &c, n, threads);
+    const FN(momentum_scalars) *s = (const void *)scalars_;
+    const int nesterov = s->nesterov != 0;
+    (void)sums;
+    if (s->form == FO_MOMENTUM_EWMA)
+        nesterov ? FN(momentum_body)(s, buf, n, FO_MOMENTUM_EWMA, 1, 0)
+                 : FN(momentum_body)(s, buf, n, FO_MOMENTUM_EWMA, 0, 0);
+    else if (s->form == FO_MOMENTUM_VELOCITY)
+        nesterov ? FN(momentum_body)(s, buf, n, FO_MOMENTUM_VELOCITY, 1, 0)
+                 : FN(momentum_body)(s, buf, n, FO_MOMENTUM_VELOCITY, 0, 0);
+    else if (s->first_step != 0)
+        nesterov ? FN(momentum_body)(s, buf, n, FO_MOMENTUM_TORCH, 1, 1)
+                 : FN(momentum_body)(s, buf, n, FO_MOMENTUM_TORCH, 0, 1);
+    else
+        nesterov ? FN(momentum_body)(s, buf, n, FO_MOMENTUM_TORCH, 1, 0)
+                 : FN(momentum_body)(s, buf, n, FO_MOMENTUM_TORCH, 0, 0);
 }

@@ -6,22 +6,12 @@
     >>> opt.step(np.ones_like(p))
 
 The optimizer classes run fastoptim.kernels (compiled C) or fastoptim.reference (NumPy);
-the two agree bit for bit. See README.md and DESIGN.md for the formulas.
+the two agree bit for bit. See README.md and docs/design.md for the formulas.
 """
-from fastoptim import data, schedules
+from fastoptim import data, optimizers, schedules
 from fastoptim.moving_average import EWMA, ewma
-from fastoptim.optimizers import (
-    SGD,
-    AdaGrad,
-    Adam,
-    AdamW,
-    Momentum,
-    Nesterov,
-    Optimizer,
-    RMSProp,
-)
+from fastoptim.optimizers import *  # noqa: F403  (the optimizer classes: optimizers.__all__)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
-__all__ += ["ewma", "EWMA", "data", "schedules"]
+__all__ = optimizers.__all__ + ["ewma", "EWMA", "data", "schedules"]

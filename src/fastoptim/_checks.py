@@ -1,123 +1,137 @@
-"""What a kernel accepts, and the error it raises otherwise.
+"""What fastoptim accepts, and the error it raises otherwise -- in one place.
 
-Both backends use these checks: the NumPy reference calls them on every call; the
-compiled kernels run an O(1) check in Cython and call these only to raise the precise
-error when that check fails. Everything here runs before any buffer is written.
+Buffers: both backends run ``check_call`` (the compiled one only when its O(1) fast check
+fails, to raise the precise error). Hyperparameters: the kernel functions, the optimizer
+rules and both front ends use the ``check_*`` helpers below. Everything here runs before
+anything is written.
 """
+import numbers
 import operator
 
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-MOMENTUM_FORMS = ("torch", "ewma", "velocity")
+try:
+    import ml_dtypes
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+    BFLOAT16 = None
+
+FLOAT32, FLOAT64, FLOAT16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
+LOW_PRECISION = tuple(d for d in (BFLOAT16, FLOAT16) if d is not None)
+# float64 buffers compute in double; everything else in float (wider stores round once)
+STORAGE_DTYPES = (FLOAT32, FLOAT64) + LOW_PRECISION
+DTYPE_NAMES = {"float32": FLOAT32, "float64": FLOAT64, "float16": FLOAT16}
+if BFLOAT16 is not None:
+    DTYPE_NAMES["bfloat16"] = BFLOAT16
+ROUNDINGS = ("nearest", "stochastic")
 
 
-def check_buffers(param, grad, state_names=(), state=(), names=("param", "grad")):
-    """Check param (written), grad (read) and the state arrays (written; None = unused).
+# -- buffers -----------------------------------------------------------------------------------
 
-    All must be C-contiguous, aligned, native float32/float64 arrays of one dtype and one
-    shape; the written ones must be writable, and no written buffer may share memory with
-    another buffer. Returns the dtype.
-    """
-    named = [(names[0], param, True), (names[1], grad, False)]
-    named += [(name, a, True) for name, a in zip(state_names, state) if a is not None]
-    for name, a, written in named:
-        check_array(name, a, written)
-    for name, a, _ in named[1:]:
-        if a.dtype != param.dtype:
-            raise TypeError(f"{name} has dtype {a.dtype} but {names[0]} has dtype {param.dtype}")
-        if a.shape != param.shape:
-            raise ValueError(f"{name} has shape {a.shape} but {names[0]} has shape {param.shape}")
-    for i, (name, a, written) in enumerate(named):
-        for other, b, other_written in named[i + 1:]:
-            if (written or other_written) and a.size and np.may_share_memory(a, b):
-                raise ValueError(f"{other} shares memory with {name}: give each its own buffer")
-    return param.dtype
+def compute_dtype(dtype):
+    """The dtype the arithmetic runs in for a parameter of this dtype."""
+    return FLOAT64 if dtype == FLOAT64 else FLOAT32
 
 
-def check_array(name, a, written):
+def plain(name, a):
+    """An array as a plain ndarray over the same memory. Subclasses (np.matrix, np.memmap)
+    are used through such a view, so both backends see ndarray arithmetic; masked arrays
+    are refused, since an update would ignore their mask."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array: fastoptim updates every element, so its "
+                        "mask would be ignored; pass a plain ndarray (e.g. a.filled())")
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64 in native byte order, got {a.dtype}")
+    return a if type(a) is np.ndarray else a.view(np.ndarray)
+
+
+def check_array(name, a, written, dtypes=STORAGE_DTYPES):
+    """One buffer: an ndarray of an accepted dtype in native byte order, C-contiguous,
+    aligned, and writable when the kernel writes it. Returns it as a plain ndarray."""
+    a = plain(name, a)
+    if a.dtype not in dtypes or not a.dtype.isnative:
+        accepted = ", ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} has dtype {a.dtype}; accepted: {accepted} in native byte "
+                        "order" + ("" if BFLOAT16 is not None else
+                                   " (bfloat16 needs `pip install ml_dtypes`)"))
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
     if not a.flags.aligned:
         raise ValueError(f"{name} is not aligned to its dtype")
     if written and not a.flags.writeable:
         raise ValueError(f"{name} is read-only: it is updated in place")
+    return a
 
 
-def check_step(step):
-    """The 1-based step count as a Python int (a NumPy integer would make beta**step a
-    NumPy float64, which promotes float32 arithmetic)."""
-    step = operator.index(step)
-    if step < 1:
-        raise ValueError(f"step must be >= 1 (the first step is 1), got {step}")
-    return step
+def buffer_dtypes(role, param_dtype, copy=False):
+    """The dtypes a buffer may have next to a param of ``param_dtype``: everything float64
+    with float64 params; float32 or low precision otherwise (computed in float). A param
+    copy is low precision."""
+    if copy:
+        return LOW_PRECISION if param_dtype != FLOAT64 else ()
+    if role == 0:
+        return STORAGE_DTYPES
+    return (FLOAT64,) if param_dtype == FLOAT64 else (FLOAT32,) + LOW_PRECISION
 
 
-def check_threads(threads):
-    """None means the default (all cores); otherwise a count >= 1. Returns 0 for None."""
-    if threads is None:
-        return 0
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {threads}")
-    return int(threads)
+def check_call(roles, buffers, param_copy=None, writes=True):
+    """The buffers of one kernel call, checked, as a list of per-array tuples (one entry per
+    role, None where an optional buffer is unused, then the param copy or None).
 
-
-def check_momentum_form(form, dampening, nesterov, bias_correction):
-    if form not in MOMENTUM_FORMS:
-        raise ValueError(f"form must be one of {MOMENTUM_FORMS}, got {form!r}")
-    if dampening != 0 and form != "torch":
-        raise ValueError(f"dampening applies to form='torch' only, got form={form!r}")
-    if bias_correction and form != "ewma":
-        raise ValueError(f"bias_correction applies to form='ewma' only, got form={form!r}")
-
-
-def check_rmsprop_momentum(momentum, momentum_buffer):
-    if (momentum_buffer is None) != (momentum == 0):
-        raise ValueError("momentum_buffer is required when momentum > 0, and only then")
-
-
-def each_array(names, *buffers):
-    """The buffers of one kernel call, checked, as a list of per-array tuples.
-
-    Each buffer argument is an array (one array to update) or a list/tuple of arrays (many,
-    e.g. an optimizer's whole parameter list), in the order of ``names``: (written, read,
-    state...). An optional state buffer is None (unused for every array). In the list form
-    array i is checked as check_buffers checks one, under the names "param[i]", ..., and no
-    written buffer may share memory with any other buffer of the call.
+    ``roles`` is the kernel's roles (name, optional); ``buffers`` one argument per role: an
+    array (one array to update) or a list/tuple of arrays (many, e.g. an optimizer's whole
+    parameter list). In the list form array i is checked under the names "param[i]", ...;
+    no buffer that is written may share memory with any other buffer of the call. Role 1
+    (the gradient) is only read; so is everything when ``writes`` is False.
     """
-    first = buffers[0]
-    if not isinstance(first, (list, tuple)):
-        check_buffers(first, buffers[1], names[2:], buffers[2:], names=names[:2])
-        return [buffers]
-    count = len(first)
+    names = [r.name for r in roles] + ["param_copy"]
+    optional = [r.optional for r in roles] + [True]
+    arguments = list(buffers) + [param_copy]
+    many = isinstance(arguments[0], (list, tuple))
+    count = len(arguments[0]) if many else 1     # an empty list is a call that does nothing
     columns = []
-    for name, b in zip(names, buffers):
-        if b is None and name not in names[:2]:
+    for name, is_optional, b in zip(names, optional, arguments):
+        if b is None:
+            if not is_optional:
+                raise TypeError(f"{name} is required, got None")
             columns.append([None] * count)
-        elif not isinstance(b, (list, tuple)):
-            raise TypeError(f"{name} must be a list of arrays, as {names[0]} is")
-        elif len(b) != count:
+        elif many != isinstance(b, (list, tuple)):
+            raise TypeError(f"{name} must be {'a list of arrays' if many else 'one array'}, "
+                            f"as {names[0]} is")
+        elif many and len(b) != count:
             raise ValueError(f"{name} has {len(b)} arrays but {names[0]} has {count}")
         else:
-            columns.append(b)
-    groups = list(zip(*columns))
-    for i, group in enumerate(groups):
-        check_buffers(group[0], group[1], [f"{n}[{i}]" for n in names[2:]], group[2:],
-                      names=(f"{names[0]}[{i}]", f"{names[1]}[{i}]"))
-    check_no_shared_memory(names, groups)
+            columns.append(list(b) if many else [b])
+    groups = []
+    for i in range(count):
+        def label(name):
+            return f"{name}[{i}]" if many else name
+        param = check_array(label(names[0]), columns[0][i], writes)
+        group = [param]
+        for k in range(1, len(names)):
+            a = columns[k][i]
+            if a is not None or not optional[k]:
+                copy = k == len(names) - 1
+                if copy and param.dtype == FLOAT64:
+                    raise TypeError(f"{label(names[k])}: a float64 param has no "
+                                    "low-precision copy (the copy is for float32 params)")
+                a = check_array(label(names[k]), a, copy or (writes and k != 1),
+                                buffer_dtypes(k, param.dtype, copy))
+                if a.shape != param.shape:
+                    raise ValueError(f"{label(names[k])} has shape {a.shape} but "
+                                     f"{label(names[0])} has shape {param.shape}")
+            group.append(a)
+        groups.append(tuple(group))
+    check_no_shared_memory(names, groups, writes, label_all=many)
     return groups
 
 
-def check_no_shared_memory(names, groups):
+def check_no_shared_memory(names, groups, writes=True, label_all=True):
     """Sorted by start, a byte range overlaps an earlier one iff it starts before the
     furthest end seen so far; only pairs that include a written buffer count."""
     spans = sorted(
-        (*byte_bounds(a), r != 1, f"{names[r]}[{i}]")
+        (*byte_bounds(a), writes and r != 1, f"{names[r]}[{i}]" if label_all else names[r])
         for i, group in enumerate(groups)
         for r, a in enumerate(group)
         if a is not None and a.size
@@ -125,12 +139,111 @@ def check_no_shared_memory(names, groups):
     written_end = any_end = (0, None)
     for start, end, written, name in spans:
         if start < written_end[0]:
-            raise ValueError(f"{name} shares memory with {written_end[1]}")
+            raise ValueError(f"{name} shares memory with {written_end[1]}: give each its "
+                             "own buffer")
         if written and start < any_end[0]:
-            raise ValueError(f"{name} shares memory with {any_end[1]}")
+            raise ValueError(f"{name} shares memory with {any_end[1]}: give each its own "
+                             "buffer")
         any_end = max(any_end, (end, name), key=lambda e: e[0])
         if written:
             written_end = max(written_end, (end, name), key=lambda e: e[0])
+
+
+# -- hyperparameters ---------------------------------------------------------------------------
+
+def check_real(name, value, low=None, high=None, *, high_open=False, low_open=False):
+    """A real number (int, float, NumPy scalar) as a Python float, inside the given bounds;
+    TypeError for anything else (a string, a bool, an array), ValueError out of range or
+    NaN. A Python float is what keeps float32 arithmetic float32 (a NumPy float64 scalar
+    would promote it)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
+                        f"{value!r}"[:200])
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{name} is NaN")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {value!r}")
+    return value
+
+
+def check_nonnegative(name, value):
+    return check_real(name, value, 0.0)
+
+
+def check_unit_interval(name, value):
+    """A decay rate or momentum: in [0, 1)."""
+    return check_real(name, value, 0.0, 1.0, high_open=True)
+
+
+def check_flag(name, value):
+    """A switch: a bool (or a NumPy bool, or the ints 0 and 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}"[:200])
+
+
+def check_int(name, value, low=None):
+    """A whole number (int or NumPy integer, not a bool) as a Python int."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} "
+                        f"{value!r}"[:200]) from None
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def check_step(step):
+    """The 1-based step number, below 2**62 (so it stays an int64 and beta**step stays a
+    float computation)."""
+    step = check_int("step", step, 1)
+    if step >= 2**62:
+        raise ValueError(f"step is too large: {step}")
+    return step
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {value!r}"[:200])
+    return value
+
+
+def check_threads(threads):
+    """None means the default (FASTOPTIM_NUM_THREADS, else every core); otherwise a count
+    >= 1. Returns 0 for None, else the count."""
+    if threads is None:
+        return 0
+    threads = check_int("threads", threads, 1)
+    return min(threads, 1 << 16)
+
+
+def check_seed(seed):
+    """The stochastic-rounding seed: an integer, taken modulo 2**64."""
+    return check_int("seed", seed) % 2**64
+
+
+def check_dtype_name(name, value):
+    """A dtype given by name or as a dtype, among the storage dtypes."""
+    if isinstance(value, str):
+        if value not in DTYPE_NAMES:
+            raise ValueError(f"{name} must be one of {', '.join(DTYPE_NAMES)}, got {value!r}")
+        return DTYPE_NAMES[value]
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a dtype or its name, got {value!r}"[:200]) from None
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"{name} must be one of {', '.join(DTYPE_NAMES)}, got {dtype}")
+    return dtype
 
 
 def check_axis(ndim, axis):

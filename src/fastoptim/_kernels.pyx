@@ -1,31 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The compiled backend: the C loops of csrc/, behind the signatures of fastoptim.reference.
+"""The compiled backend's runner: one kernel of csrc/ over one array or a list of arrays.
 
-Design: a kernel call does O(1) work in Python terms. The buffers get a fast check here
-(type, dtype, shape, flags, overlap by address range); only when that check fails does
-fastoptim._checks run, to raise the precise error -- so the rules and the messages live
-in one place, shared with the NumPy reference. The per-step scalars are computed here in
-C double with the same expressions the reference evaluates in Python float, then the
-loop runs with the GIL released.
+Design: a call does O(1) work per array in Python terms. The buffers get a fast check here
+(exact ndarray type, dtype, shape, flags, overlap by a sort of byte ranges); only when that
+check fails does fastoptim._checks.check_call run, to raise the precise error (the rules
+and messages live there, shared with the NumPy reference) or to hand back plain views of
+ndarray subclasses. The scalars arrive computed (fastoptim._kernel_specs); the loop runs
+with the GIL released. Nothing is written before every check has passed.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
-from cpython.sequence cimport PySequence_Fast_GET_ITEM
-from libc.math cimport sqrt
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport qsort
+from libc.string cimport memset
 
 cimport numpy as cnp
 
-from fastoptim._checks import (
-    check_axis,
-    check_buffers,
-    each_array,
-    check_momentum_form,
-    check_rmsprop_momentum,
-    check_step,
-    check_threads,
-)
+import numpy as np
+
+from fastoptim._checks import BFLOAT16, check_axis, check_call, check_threads
 
 cnp.import_array()
 
@@ -33,150 +26,85 @@ cdef extern from "fastoptim.h" nogil:
     enum:
         FO_FLOAT32
         FO_FLOAT64
-        FO_MOMENTUM_TORCH
-        FO_MOMENTUM_EWMA
-        FO_MOMENTUM_VELOCITY
+        FO_BFLOAT16
+        FO_FLOAT16
+        FO_MAX_ROLES
+        FO_MAX_SCALARS
+        FO_MAX_SUMS
 
-    ctypedef struct fo_grad_scalars:
-        int maximize
-        double weight_decay
+    ctypedef struct fo_kernel:
+        const char *name
+        const char *roles
+        const char *scalars
+        int nroles, nscalars, nsums
 
-    ctypedef struct sgd_scalars:
-        fo_grad_scalars g
-        double lr
+    const fo_kernel fo_kernels[]
+    const int fo_kernel_count
 
-    ctypedef struct momentum_scalars:
-        fo_grad_scalars g
-        int form, nesterov, first_step
-        double momentum, grad_weight, step_size, momentum_sq, nesterov_grad
+    ctypedef struct fo_rounding:
+        int stochastic
+        uint64_t seed
+        int64_t step
 
-    ctypedef struct adagrad_scalars:
-        fo_grad_scalars g
-        double clr, eps
+    ctypedef struct fo_call:
+        const fo_kernel *kernel
+        int64_t count
+        void *const *data
+        const int *dtype
+        const int64_t *n
+        const double *scalars
+        int per_array
+        fo_rounding rounding
+        int64_t first_index
+        double *sums
+        int writes
+        int threads
 
-    ctypedef struct rmsprop_scalars:
-        fo_grad_scalars g
-        double alpha, one_minus_alpha, eps, lr, momentum
-
-    ctypedef struct adam_scalars:
-        fo_grad_scalars g
-        double param_decay
-        int decoupled
-        double beta1, one_minus_beta1, beta2, one_minus_beta2
-        double step_size, rsqrt_bc2, inv_bc2, eps, eps_root
-
-    ctypedef struct ewma_scalars:
-        double beta, one_minus_beta
+    int fo_run(const fo_call *call)
 
     ctypedef struct ewma_scan_scalars:
         double beta, one_minus_beta
         int bias_correction
-
-    ctypedef void fo_kernel(void *const *buffers, int64_t n, const void *scalars, int threads)
     ctypedef void ewma_scan_kernel(void *, const void *, int64_t, int64_t, int64_t,
                                    const ewma_scan_scalars *, int)
-
-    fo_kernel *c_sgd_step "sgd_step"[2]
-    fo_kernel *c_momentum_step "momentum_step"[2]
-    fo_kernel *c_adagrad_step "adagrad_step"[2]
-    fo_kernel *c_rmsprop_step "rmsprop_step"[2]
-    fo_kernel *c_adam_step "adam_step"[2]
-    fo_kernel *c_ewma_step "ewma_step"[2]
     ewma_scan_kernel *c_ewma_scan "ewma_scan"[2]
 
-    void fo_run_many(fo_kernel *const *kernel, void *const *buffers, int roles, const int64_t *n,
-                     const int *dtype, int64_t count, const void *scalars, int threads)
+    void fo_movement(void *const *updated, const int *size, int count, const void *read_only,
+                     int read_size, int64_t n, int threads)
     int fo_max_threads()
-    int fo_has_openmp()
+    int fo_hardware_threads()
+    int fo_pool_workers()
     int64_t fo_parallel_threshold()
     void fo_set_parallel_threshold(int64_t n)
     const char *fo_simd_target()
-
-    enum:
-        FO_MOVEMENT_MAX_UPDATED
-    ctypedef void movement_kernel(void **, int, const void *, int64_t, int)
-    movement_kernel *c_movement_loop "movement_loop"[2]
-
-__all__ = [
-    "sgd_step",
-    "momentum_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "adam_step",
-    "adamw_step",
-    "ewma_step",
-    "ewma_scan",
-]
-
-cdef enum:
-    MAX_BUFFERS = 5
-
-# Names of each kernel's buffers, in argument order: (written, read, written state...).
-cdef tuple SGD_NAMES = ("param", "grad")
-cdef tuple MOMENTUM_NAMES = ("param", "grad", "momentum_buffer")
-cdef tuple ADAGRAD_NAMES = ("param", "grad", "state_sum")
-cdef tuple RMSPROP_NAMES = ("param", "grad", "square_avg", "grad_avg", "momentum_buffer")
-cdef tuple ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-cdef tuple EWMA_NAMES = ("average", "value")
-cdef tuple EWMA_SCAN_NAMES = ("average", "series")
+    void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo_rounding *r,
+                   uint64_t key, int64_t first)
+    uint64_t fo_rounding_key(const fo_rounding *r, int64_t array, int role)
 
 
-cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:
-    """Check arrays = (written, read, state...) in O(1) each; fill data (NULL where a state
-    entry is None) and n; return FO_FLOAT32 or FO_FLOAT64, or raise the precise error."""
-    cdef PyObject *objects[MAX_BUFFERS]
-    cdef Py_ssize_t i
-    for i in range(len(arrays)):
-        objects[i] = <PyObject *>arrays[i]
-    cdef int dt = _check_group(objects, len(arrays), data, n)
-    if dt < 0:
-        _raise_buffer_error(arrays, names)
-    return dt
+cdef int BFLOAT16_NUM = BFLOAT16.num if BFLOAT16 is not None else -1
+
+# the registry: name -> (index, role names, scalar names, sums)
+REGISTRY = {}
+for _i in range(fo_kernel_count):
+    REGISTRY[fo_kernels[_i].name.decode()] = (
+        _i, tuple(fo_kernels[_i].roles.decode().split()),
+        tuple(fo_kernels[_i].scalars.decode().split()), fo_kernels[_i].nsums)
 
 
-cdef int _check_group(PyObject **objects, Py_ssize_t k, void **data, int64_t *n):
-    """_prepare without the error: -1 when anything is off. The objects are borrowed
-    references (from the caller's tuple or lists), so checking allocates nothing."""
-    cdef Py_ssize_t i, j
-    cdef cnp.ndarray a, first
-    cdef char *start[MAX_BUFFERS]
-    cdef char *end[MAX_BUFFERS]
-    cdef int typenum, need
-    obj = <object>objects[0]
-    if not cnp.PyArray_Check(obj):
-        return -1
-    first = <cnp.ndarray>obj
-    typenum = cnp.PyArray_TYPE(first)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return -1
-    for i in range(k):
-        obj = <object>objects[i]
-        if obj is None and i >= 2:
-            data[i] = NULL
-            start[i] = end[i] = NULL
-            continue
-        if not cnp.PyArray_Check(obj):
-            return -1
-        a = <cnp.ndarray>obj
-        need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
-        if i != 1:
-            need |= cnp.NPY_ARRAY_WRITEABLE
-        if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a)
-                or (cnp.PyArray_FLAGS(a) & need) != need or not _same_shape(a, first)):
-            return -1
-        data[i] = cnp.PyArray_DATA(a)
-        start[i] = <char *>data[i]
-        end[i] = start[i] + cnp.PyArray_NBYTES(a)
-    # every pair includes a written buffer (only arrays[1] is read): none may overlap
-    for i in range(k):
-        for j in range(i + 1, k):
-            if start[i] < end[j] and start[j] < end[i]:
-                return -1
-    n[0] = cnp.PyArray_SIZE(first)
-    return FO_FLOAT64 if typenum == cnp.NPY_FLOAT64 else FO_FLOAT32
+cdef inline int _dtype_code(int typenum) noexcept:
+    if typenum == cnp.NPY_FLOAT32:
+        return FO_FLOAT32
+    if typenum == cnp.NPY_FLOAT64:
+        return FO_FLOAT64
+    if typenum == cnp.NPY_FLOAT16:
+        return FO_FLOAT16
+    if typenum == BFLOAT16_NUM:
+        return FO_BFLOAT16
+    return -1
 
 
-cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
     cdef int d, nd = cnp.PyArray_NDIM(a)
     if nd != cnp.PyArray_NDIM(b):
         return False
@@ -184,26 +112,6 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
         if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
             return False
     return True
-
-
-cdef int _raise_buffer_error(tuple arrays, tuple names) except -1:
-    check_buffers(arrays[0], arrays[1], names[2:], arrays[2:], names=names[:2])
-    raise AssertionError("fastoptim: the fast buffer check refused what _checks accepts")
-
-
-cdef int _run(fo_kernel *const *kernel, tuple buffers, tuple names, const void *scalars,
-              int threads) except -1:
-    """Run one kernel over buffers = (param, grad, state...): each an array, or each a list
-    of arrays (an optimizer's whole parameter list, stepped in one call into C)."""
-    cdef void *data[MAX_BUFFERS]
-    cdef int64_t n
-    cdef int dt
-    if not cnp.PyArray_Check(buffers[0]):
-        return _run_many(kernel, buffers, names, scalars, threads)
-    dt = _prepare(buffers, names, data, &n)
-    with nogil:
-        kernel[dt](data, n, scalars, threads)
-    return 0
 
 
 cdef struct _span:
@@ -216,63 +124,6 @@ cdef int _by_start(const void *a, const void *b) noexcept nogil:
     cdef char *x = (<const _span *>a).start
     cdef char *y = (<const _span *>b).start
     return (x > y) - (x < y)
-
-
-cdef int _run_many(fo_kernel *const *kernel, tuple buffers, tuple names, const void *scalars,
-                   int threads) except -1:
-    """The list form: every array checked in O(1) as in _prepare, and no written buffer
-    sharing memory with any other buffer of the call (a sort of their byte ranges)."""
-    cdef Py_ssize_t roles = len(buffers), count, i, r, k = 0
-    cdef PyObject *columns[MAX_BUFFERS]   # each buffer argument: a list/tuple, or None
-    cdef PyObject *objects[MAX_BUFFERS]   # array i of each column (borrowed)
-    cdef int64_t itemsize
-    cdef list held = []   # tuples of the caller's lists: their arrays stay alive (and in
-                          # place) while the step runs without the GIL, whatever other
-                          # threads do to the lists meanwhile
-    first = buffers[0]
-    if type(first) is not list and type(first) is not tuple:
-        return _raise_many(buffers, names)
-    count = len(first)
-    for r in range(roles):
-        b = buffers[r]
-        if not ((b is None and r >= 2)
-                or ((type(b) is list or type(b) is tuple) and len(b) == count)):
-            return _raise_many(buffers, names)
-        if b is not None:
-            b = tuple(b)
-        held.append(b)
-        columns[r] = <PyObject *>b
-    cdef void **data = <void **>PyMem_Malloc(count * roles * sizeof(void *))
-    cdef int64_t *n = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
-    cdef int *dtype = <int *>PyMem_Malloc(count * sizeof(int))
-    cdef _span *spans = <_span *>PyMem_Malloc(count * roles * sizeof(_span))
-    try:
-        if not (data and n and dtype and spans):
-            raise MemoryError()
-        for i in range(count):
-            for r in range(roles):
-                objects[r] = (columns[r] if columns[r] == <PyObject *>None
-                              else PySequence_Fast_GET_ITEM(<object>columns[r], i))
-            dtype[i] = _check_group(objects, roles, data + i * roles, n + i)
-            if dtype[i] < 0:
-                return _raise_many(buffers, names)
-            itemsize = 8 if dtype[i] == FO_FLOAT64 else 4
-            for r in range(roles):
-                if data[i * roles + r] != NULL and n[i] > 0:
-                    spans[k].start = <char *>data[i * roles + r]
-                    spans[k].end = spans[k].start + n[i] * itemsize
-                    spans[k].written = r != 1
-                    k += 1
-        if _any_written_overlap(spans, k):
-            return _raise_many(buffers, names)
-        with nogil:
-            fo_run_many(kernel, data, <int>roles, n, dtype, count, scalars, threads)
-    finally:
-        PyMem_Free(data)
-        PyMem_Free(n)
-        PyMem_Free(dtype)
-        PyMem_Free(spans)
-    return 0
 
 
 cdef bint _any_written_overlap(_span *spans, Py_ssize_t k) noexcept:
@@ -292,170 +143,247 @@ cdef bint _any_written_overlap(_span *spans, Py_ssize_t k) noexcept:
     return False
 
 
-cdef int _raise_many(tuple buffers, tuple names) except -1:
-    each_array(names, *buffers)
-    raise AssertionError("fastoptim: the fast buffer check refused what _checks accepts")
-
-
-cdef inline int _threads(object threads) except -1:
-    """The team size for a call. The default is resolved here, with the GIL held: it reads
-    FASTOPTIM_NUM_THREADS, and getenv must not race a write to os.environ."""
-    if threads is None:
-        return fo_max_threads()
-    return check_threads(threads)
-
-
-cdef inline int _check_step(int64_t step) except -1:
-    if step < 1:
-        check_step(step)
+cdef int _check_array(PyObject **objects, int roles, bint writes, void **data, int *dtype,
+                      int64_t *n, _span *spans, Py_ssize_t *nspans):
+    """One array's buffers (borrowed references; the last one is the param copy): fill
+    data, dtype and n, append their byte ranges; -1 when anything is off (then
+    check_call says what)."""
+    cdef cnp.ndarray a, param
+    cdef int r, code, need, param_code = -1
+    cdef object obj
+    for r in range(roles):
+        obj = <object>objects[r]
+        if obj is None:
+            data[r] = NULL
+            dtype[r] = -1
+            continue
+        if type(obj) is not np.ndarray:
+            return -1
+        a = <cnp.ndarray>obj
+        code = _dtype_code(cnp.PyArray_TYPE(a))
+        if code < 0 or not cnp.PyArray_ISNOTSWAPPED(a):
+            return -1
+        need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+        if (writes and r != 1) or r == roles - 1:
+            need |= cnp.NPY_ARRAY_WRITEABLE
+        if (cnp.PyArray_FLAGS(a) & need) != need:
+            return -1
+        if r == 0:
+            param = a
+            param_code = code
+            n[0] = cnp.PyArray_SIZE(a)
+        else:
+            if not _same_shape(a, param):
+                return -1
+            if param_code == FO_FLOAT64:
+                if code != FO_FLOAT64 or r == roles - 1:
+                    return -1
+            elif code == FO_FLOAT64 or (r == roles - 1 and code == FO_FLOAT32):
+                return -1
+        data[r] = cnp.PyArray_DATA(a)
+        dtype[r] = code
+        if n[0] > 0:
+            spans[nspans[0]].start = <char *>data[r]
+            spans[nspans[0]].end = <char *>data[r] + cnp.PyArray_NBYTES(a)
+            spans[nspans[0]].written = (writes and r != 1) or r == roles - 1
+            nspans[0] += 1
+    if data[0] == NULL:
+        return -1
     return 0
 
 
-def sgd_step(param, grad, *, double lr, double weight_decay=0.0, bint maximize=False,
-             threads=None):
-    """p <- p - lr * g.  See fastoptim.reference.sgd_step."""
-    cdef int nt = _threads(threads)
-    cdef sgd_scalars s
-    s.g.maximize = maximize
-    s.g.weight_decay = weight_decay
-    s.lr = lr
-    _run(c_sgd_step, (param, grad), SGD_NAMES, &s, nt)
+cdef _launch(name, const fo_kernel *info, Py_ssize_t count, void *const *data,
+             const int *dtype, const int64_t *n, scalars, int64_t step, bint stochastic,
+             uint64_t seed, int64_t param_index, int threads, bint writes):
+    """The scalars as doubles (one set, or one per array when ``scalars`` is a list), then
+    the call, with the GIL released. Returns the sums of a reducing kernel, else None."""
+    cdef bint per_array = type(scalars) is list
+    cdef Py_ssize_t nscalars = info.nscalars, i, k
+    cdef fo_call call
+    cdef int status
+    if per_array and len(scalars) != count:
+        raise ValueError(f"{name}: {len(scalars)} scalar sets for {count} arrays")
+    cdef double *scalar_data = <double *>PyMem_Malloc(
+        ((count if per_array else 1) * nscalars + 1) * sizeof(double))
+    if not scalar_data:
+        raise MemoryError()
+    try:
+        for i in range(count if per_array else 1):
+            values = scalars[i] if per_array else scalars
+            if len(values) != nscalars:
+                raise ValueError(f"{name} takes {nscalars} scalars, got {len(values)}")
+            for k in range(nscalars):
+                scalar_data[i * nscalars + k] = values[k]
+        sums = np.zeros((count, info.nsums)) if info.nsums else None
+        call.kernel = info
+        call.count = count
+        call.data = data
+        call.dtype = dtype
+        call.n = n
+        call.scalars = scalar_data
+        call.per_array = per_array
+        call.rounding.stochastic = stochastic
+        call.rounding.seed = seed
+        call.rounding.step = step
+        call.first_index = param_index
+        call.sums = <double *>cnp.PyArray_DATA(sums) if sums is not None else NULL
+        call.writes = writes
+        call.threads = threads if threads > 0 else fo_max_threads()
+        with nogil:
+            status = fo_run(&call)
+        if status < 0:
+            raise MemoryError(f"{name}: no memory for the task list; nothing was written")
+        return sums
+    finally:
+        PyMem_Free(scalar_data)
 
 
-def momentum_step(param, grad, momentum_buffer, *, double lr, double momentum, int64_t step,
-                  double dampening=0.0, bint nesterov=False, str form="torch",
-                  bint bias_correction=False, double weight_decay=0.0, bint maximize=False,
-                  threads=None):
-    """Momentum in the torch, ewma or velocity form.  See fastoptim.reference.momentum_step."""
-    cdef int nt = _threads(threads)
-    cdef momentum_scalars s
-    if form == "torch":
-        s.form = FO_MOMENTUM_TORCH
-    elif form == "ewma":
-        s.form = FO_MOMENTUM_EWMA
-    elif form == "velocity":
-        s.form = FO_MOMENTUM_VELOCITY
-    if form not in ("torch", "ewma", "velocity") or (dampening != 0 and form != "torch") \
-            or (bias_correction and form != "ewma"):
-        check_momentum_form(form, dampening, nesterov, bias_correction)
-    _check_step(step)
-    s.g.maximize = maximize
-    s.g.weight_decay = weight_decay
-    s.nesterov = nesterov
-    s.first_step = step == 1
-    s.momentum = momentum
-    s.momentum_sq = 0.0
-    s.nesterov_grad = 0.0
-    if s.form == FO_MOMENTUM_TORCH:
-        s.grad_weight = 1.0 - dampening
-        s.step_size = lr
-    elif s.form == FO_MOMENTUM_EWMA:
-        s.grad_weight = 1.0 - momentum
-        s.step_size = lr / (1.0 - momentum ** step) if bias_correction else lr
-    else:
-        s.grad_weight = lr
-        s.step_size = 0.0
-        s.momentum_sq = momentum * momentum
-        s.nesterov_grad = (1.0 + momentum) * lr
-    _run(c_momentum_step, (param, grad, momentum_buffer), MOMENTUM_NAMES, &s, nt)
+def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
+        bint stochastic=False, uint64_t seed=0, int64_t param_index=0, int threads=0,
+        bint writes=True):
+    """Run ``kernel`` (a fastoptim._kernel_specs.Kernel) over ``buffers`` (one entry per role:
+    an array, a list of arrays, or None for an unused optional role) with ``scalars`` (one
+    NamedTuple of doubles, or one per array). Returns the sums of a reducing kernel as a
+    (count, sums) float64 array, else None."""
+    cdef int index, roles, r, k
+    cdef Py_ssize_t count, i, nspans = 0
+    cdef tuple entry = REGISTRY[kernel.name]
+    index = entry[0]
+    cdef const fo_kernel *info = &fo_kernels[index]
+    roles = info.nroles + 1
+    if len(buffers) != info.nroles:
+        raise TypeError(f"{kernel.name} takes {info.nroles} buffers, got {len(buffers)}")
+    first = buffers[0]
+    cdef bint many = type(first) is list or type(first) is tuple
+    count = len(first) if many else 1
+    cdef list columns = []      # tuples: the arrays stay alive while the loop runs
+    cdef list views = None
+    for r in range(roles):
+        b = buffers[r] if r < info.nroles else param_copy
+        if many and b is not None:
+            if (type(b) is not list and type(b) is not tuple) or len(b) != count:
+                views = check_call(kernel.roles, buffers, param_copy, writes)
+                break
+            columns.append(tuple(b))
+        else:
+            columns.append(b)
+
+    cdef void **data = <void **>PyMem_Malloc(count * roles * sizeof(void *))
+    cdef int *dtype = <int *>PyMem_Malloc(count * roles * sizeof(int))
+    cdef int64_t *n = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
+    cdef _span *spans = <_span *>PyMem_Malloc(count * roles * sizeof(_span))
+    cdef PyObject *objects[FO_MAX_ROLES + 1]
+    sums = None
+    try:
+        if not (data and dtype and n and spans):
+            raise MemoryError()
+        if views is None:
+            for i in range(count):
+                for r in range(roles):
+                    column = columns[r]
+                    objects[r] = (<PyObject *>column if not many or column is None
+                                  else <PyObject *>(<tuple>column)[i])
+                if _check_array(objects, roles, writes, data + i * roles, dtype + i * roles,
+                                n + i, spans, &nspans) < 0:
+                    views = check_call(kernel.roles, buffers, param_copy, writes)
+                    break
+            if views is None and _any_written_overlap(spans, nspans):
+                views = check_call(kernel.roles, buffers, param_copy, writes)
+        if views is not None:   # check_call accepted them: plain views of subclasses
+            nspans = 0
+            for i in range(count):
+                for r in range(roles):
+                    objects[r] = <PyObject *>views[i][r]
+                if _check_array(objects, roles, writes, data + i * roles, dtype + i * roles,
+                                n + i, spans, &nspans) < 0:
+                    raise AssertionError("fastoptim: the fast buffer check refused what "
+                                         "_checks accepts")
+        sums = _launch(kernel.name, info, count, <void *const *>data, dtype, n, scalars,
+                       step, stochastic, seed, param_index, threads, writes)
+    finally:
+        PyMem_Free(data)
+        PyMem_Free(dtype)
+        PyMem_Free(n)
+        PyMem_Free(spans)
+    return sums
 
 
-def adagrad_step(param, grad, state_sum, *, double lr, int64_t step, double lr_decay=0.0,
-                 double eps=1e-10, double weight_decay=0.0, bint maximize=False,
-                 threads=None):
-    """AdaGrad (torch.optim.Adagrad).  See fastoptim.reference.adagrad_step."""
-    cdef int nt = _threads(threads)
-    _check_step(step)
-    cdef adagrad_scalars s
-    s.g.maximize = maximize
-    s.g.weight_decay = weight_decay
-    s.clr = lr / (1.0 + (step - 1) * lr_decay)
-    s.eps = eps
-    _run(c_adagrad_step, (param, grad, state_sum), ADAGRAD_NAMES, &s, nt)
+def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
+              const int64_t[::1] n, scalars, *, int64_t step=1, param_copy=None,
+              bint stochastic=False, uint64_t seed=0, int64_t param_index=0, int threads=0,
+              bint writes=True):
+    """``run`` for a caller that has checked its buffers itself (fastoptim.torch's plans):
+    one row per array of data addresses (0: unused), fastoptim.h dtype codes and element
+    counts, in role order with the param copy last. Only the overlap rule is checked here
+    (ValueError). ``param_copy`` is ignored: the copy is the table's last column."""
+    cdef int index = REGISTRY[kernel.name][0]
+    cdef const fo_kernel *info = &fo_kernels[index]
+    cdef int roles = info.nroles + 1, r, k
+    cdef Py_ssize_t count = data.shape[0], i, nspans = 0
+    if data.shape[1] != roles or dtype.shape[0] != count or dtype.shape[1] != roles \
+            or n.shape[0] != count:
+        raise ValueError(f"{kernel.name}: the table must have {roles} columns and one row per "
+                         "array in data, dtype and n")
+    cdef _span *spans = <_span *>PyMem_Malloc((count * roles + 1) * sizeof(_span))
+    cdef int64_t size
+    sums = None
+    try:
+        if not spans:
+            raise MemoryError()
+        for i in range(count):
+            for r in range(roles):
+                if data[i, r] != 0 and n[i] > 0:
+                    size = 8 if dtype[i, r] == FO_FLOAT64 else 4 if dtype[i, r] == FO_FLOAT32 else 2
+                    spans[nspans].start = <char *><size_t>data[i, r]
+                    spans[nspans].end = spans[nspans].start + n[i] * size
+                    spans[nspans].written = (writes and r != 1) or r == roles - 1
+                    nspans += 1
+        if _any_written_overlap(spans, nspans):
+            raise ValueError(f"{kernel.name}: a buffer that is written shares memory with "
+                             "another buffer of the call")
+        if count:
+            sums = _launch(kernel.name, info, count, <void *const *>&data[0, 0], &dtype[0, 0],
+                           &n[0], scalars, step, stochastic, seed, param_index, threads, writes)
+    finally:
+        PyMem_Free(spans)
+    return sums
 
 
-def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, double lr,
-                 double alpha=0.99, double eps=1e-8, double momentum=0.0,
-                 double weight_decay=0.0, bint maximize=False, threads=None):
-    """RMSProp (torch.optim.RMSprop); centered when grad_avg is given.
-    See fastoptim.reference.rmsprop_step."""
-    cdef int nt = _threads(threads)
-    if (momentum_buffer is None) != (momentum == 0):
-        check_rmsprop_momentum(momentum, momentum_buffer)
-    cdef rmsprop_scalars s
-    s.g.maximize = maximize
-    s.g.weight_decay = weight_decay
-    s.alpha = alpha
-    s.one_minus_alpha = 1.0 - alpha
-    s.eps = eps
-    s.lr = lr
-    s.momentum = momentum
-    _run(c_rmsprop_step, (param, grad, square_avg, grad_avg, momentum_buffer), RMSPROP_NAMES,
-         &s, nt)
+DTYPE_CODES = {np.dtype(np.float32): FO_FLOAT32, np.dtype(np.float64): FO_FLOAT64,
+               np.dtype(np.float16): FO_FLOAT16}
+if BFLOAT16 is not None:
+    DTYPE_CODES[BFLOAT16] = FO_BFLOAT16
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, double lr,
-              int64_t step, double beta1=0.9, double beta2=0.999, double eps=1e-8,
-              double eps_root=0.0, double weight_decay=0.0, bint maximize=False,
-              threads=None):
-    """Adam with L2 weight decay; amsgrad when max_exp_avg_sq is given.
-    See fastoptim.reference.adam_step."""
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
-          eps_root, weight_decay, False, maximize, threads)
-
-
-def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, double lr,
-               int64_t step, double beta1=0.9, double beta2=0.999, double eps=1e-8,
-               double eps_root=0.0, double weight_decay=1e-2, bint maximize=False,
-               threads=None):
-    """AdamW: decoupled weight decay.  See fastoptim.reference.adamw_step."""
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
-          eps_root, weight_decay, True, maximize, threads)
-
-
-cdef int _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double lr, int64_t step,
-               double beta1, double beta2, double eps, double eps_root, double weight_decay,
-               bint decoupled, bint maximize, threads) except -1:
-    cdef int nt = _threads(threads)
-    _check_step(step)
-    cdef double bias_correction1 = 1.0 - beta1 ** step
-    cdef double bias_correction2 = 1.0 - beta2 ** step
-    cdef adam_scalars s
-    s.g.maximize = maximize
-    s.g.weight_decay = 0.0 if decoupled else weight_decay
-    s.decoupled = decoupled
-    s.param_decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    s.beta1 = beta1
-    s.one_minus_beta1 = 1.0 - beta1
-    s.beta2 = beta2
-    s.one_minus_beta2 = 1.0 - beta2
-    s.step_size = lr / bias_correction1
-    s.rsqrt_bc2 = 1.0 / sqrt(bias_correction2)
-    s.inv_bc2 = 1.0 / bias_correction2
-    s.eps = eps
-    s.eps_root = eps_root
-    _run(c_adam_step, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), ADAM_NAMES, &s, nt)
-    return 0
-
-
-def ewma_step(average, value, *, double beta, threads=None):
-    """v <- beta*v + (1-beta)*x.  See fastoptim.reference.ewma_step."""
-    cdef int nt = _threads(threads)
-    cdef ewma_scalars s
-    s.beta = beta
-    s.one_minus_beta = 1.0 - beta
-    _run(c_ewma_step, (average, value), EWMA_NAMES, &s, nt)
+def narrow(cnp.ndarray x, cnp.ndarray out, *, bint stochastic=False, uint64_t seed=0,
+           int64_t step=1, int64_t array=0, int role=0):
+    """float32 x rounded into out (bfloat16 or float16) with the C conversion, as a kernel
+    stores role ``role`` of array ``array``: for the tests of the rounding rules."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise TypeError("x must be a C-contiguous float32 array")
+    cdef int code = _dtype_code(cnp.PyArray_TYPE(out))
+    if code not in (FO_BFLOAT16, FO_FLOAT16) or out.size != x.size or not out.flags.c_contiguous:
+        raise TypeError("out must be a C-contiguous bfloat16/float16 array of x's size")
+    cdef fo_rounding r
+    r.stochastic = stochastic
+    r.seed = seed
+    r.step = step
+    cdef uint64_t key = fo_rounding_key(&r, array, role)
+    fo_narrow(<const float *>cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), code, x.size, &r,
+              key, 0)
 
 
 def ewma_scan(average, series, *, double beta, bint bias_correction=True, axis=0,
               threads=None):
     """The EWMA of series along axis, into average: v_t = beta*v_{t-1} + (1-beta)*x_t from
     v_0 = 0, divided by 1 - beta^t with bias_correction.  See fastoptim.reference.ewma_scan."""
-    cdef void *d[2]
-    cdef int64_t n, outer = 1, length, inner = 1
-    cdef int dt = _prepare((average, series), EWMA_SCAN_NAMES, d, &n)
-    cdef int nt = _threads(threads)
-    cdef cnp.ndarray x = <cnp.ndarray>series
+    from fastoptim._kernel_specs import Role
+    groups = check_call((Role("average"), Role("series")), (average, series))
+    cdef cnp.ndarray out = groups[0][0], x = groups[0][1]
+    if out.dtype not in (np.float32, np.float64) or x.dtype != out.dtype:
+        raise TypeError("average and series must both be float32 or both float64")
+    cdef int64_t outer = 1, length, inner = 1
+    cdef int nt = check_threads(threads) or fo_max_threads()
     cdef int k, nd = cnp.PyArray_NDIM(x)
     cdef int ax = check_axis(nd, axis)
     for k in range(ax):
@@ -467,53 +395,66 @@ def ewma_scan(average, series, *, double beta, bint bias_correction=True, axis=0
     s.beta = beta
     s.one_minus_beta = 1.0 - beta
     s.bias_correction = bias_correction
+    cdef int dt = FO_FLOAT64 if x.dtype == np.float64 else FO_FLOAT32
+    cdef void *out_data = cnp.PyArray_DATA(out)
+    cdef const void *x_data = cnp.PyArray_DATA(x)
     with nogil:
-        c_ewma_scan[dt](d[0], d[1], outer, length, inner, &s, nt)
-
-
-cdef tuple MOVEMENT_NAMES = ("updated[0]", "read_only[0]", "updated[1]", "updated[2]",
-                             "updated[3]")
+        c_ewma_scan[dt](out_data, x_data, outer, length, inner, &s, nt)
 
 
 def movement_loop(updated, read_only, threads=None):
-    """u <- u + r for every array u of ``updated``, r the one array of ``read_only``.
-
-    The memory traffic of a one-pass kernel over the same buffers (each read once, each
-    updated one written once) with next to no arithmetic: the speed limit the benchmark
-    measures kernels against. Adam's is movement_loop((param, exp_avg, exp_avg_sq), (grad,)),
-    7 values per element. Buffers are checked as the kernels check theirs.
-    """
-    cdef void *d[MAX_BUFFERS]
-    cdef void *u[MAX_BUFFERS]
-    cdef int64_t n
+    """u <- u + r (as integers of u's element size) for every array u of ``updated``, r the
+    one array of ``read_only``: the memory traffic of a one-pass kernel over the same
+    buffers (each read once, each updated one written once) with next to no arithmetic --
+    the speed limit the benchmark measures kernels against. Adam's is
+    movement_loop((param, exp_avg, exp_avg_sq), (grad,)). Buffers of any float dtype, one
+    element count."""
+    cdef void *u[4]
+    cdef int size[4]
     cdef Py_ssize_t j, k
-    if cnp.PyArray_Check(updated) or cnp.PyArray_Check(read_only):
+    if isinstance(updated, np.ndarray) or isinstance(read_only, np.ndarray):
         raise TypeError("updated and read_only must be sequences of arrays, e.g. (param,)")
     updated = tuple(updated)
     read_only = tuple(read_only)
     k = len(updated)
-    if not 1 <= k <= FO_MOVEMENT_MAX_UPDATED:
-        raise ValueError(f"updated must hold 1 to {FO_MOVEMENT_MAX_UPDATED} arrays, got {k}")
+    if not 1 <= k <= 4:
+        raise ValueError(f"updated must hold 1 to 4 arrays, got {k}")
     if len(read_only) != 1:
         raise ValueError(f"read_only must hold exactly 1 array, got {len(read_only)}")
-    for j in range(k):
-        if updated[j] is None:
-            raise TypeError(f"updated[{j}] must be a numpy.ndarray, got NoneType")
-    cdef int dt = _prepare((updated[0], read_only[0]) + updated[1:], MOVEMENT_NAMES[:k + 1],
-                           d, &n)
-    cdef int nt = _threads(threads)
-    u[0] = d[0]
+    from fastoptim._kernel_specs import Role
+    roles = tuple(Role(f"updated[{j}]") for j in range(k))
+    groups = check_call((roles[0], Role("read_only[0]")) + roles[1:],
+                        (updated[0], read_only[0]) + updated[1:])
+    arrays = groups[0]
+    if any(a.size != arrays[0].size for a in arrays[:k + 1]):
+        raise ValueError("every buffer must have the same number of elements")
+    u[0] = cnp.PyArray_DATA(arrays[0])
+    size[0] = arrays[0].itemsize
     for j in range(1, k):
-        u[j] = d[j + 1]
+        u[j] = cnp.PyArray_DATA(arrays[j + 1])
+        size[j] = arrays[j + 1].itemsize
+    cdef cnp.ndarray r = arrays[1]
+    cdef int nt = check_threads(threads) or fo_max_threads()
+    cdef int read_size = r.itemsize
+    cdef const void *r_data = cnp.PyArray_DATA(r)
+    cdef int64_t n = r.size
     with nogil:
-        c_movement_loop[dt](u, <int>k, d[1], n, nt)
+        fo_movement(u, size, <int>k, r_data, read_size, n, nt)
+
+
+def default_threads():
+    """The team a call uses when threads=None: FASTOPTIM_NUM_THREADS, else OMP_NUM_THREADS,
+    else every core this process may run on."""
+    return fo_max_threads()
 
 
 def build_info():
     """How this extension was built and what it selects on this CPU."""
     return {
-        "openmp": bool(fo_has_openmp()),
+        "threads": "pthreads pool" if fo_hardware_threads() >= 1 else "none",
         "max_threads": fo_max_threads(),
+        "hardware_threads": fo_hardware_threads(),
+        "pool_workers": fo_pool_workers(),
         "parallel_threshold": fo_parallel_threshold(),
         "simd_target": fo_simd_target().decode(),
     }

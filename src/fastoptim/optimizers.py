@@ -1,73 +1,136 @@
-"""Optimizer objects: hold params and state, validate, call a kernel.
+"""The NumPy front end: optimizer objects over contiguous arrays, updated in place.
 
-Each class takes torch.optim's hyperparameter names and defaults, updates one or several
-contiguous float32/float64 arrays in place, and runs its update through a backend:
-``"c"`` (fastoptim.kernels), ``"numpy"`` (fastoptim.reference) or ``"auto"`` (the compiled
-one, falling back to the reference with one warning when the extension is not built).
+Each class is a rule (fastoptim.rules: hyperparameters, state, kernel call) plus what this
+front end owns: the arrays, the step count, the per-optimizer scalars, .npz checkpoints and
+the options below. A step checks everything, runs one kernel call over every array (the
+compiled one, or the NumPy reference: ``backend=``) and only then counts the step; Ctrl-C
+is held back between the two, so params, state and step count always agree.
 """
+import math
+import types
+
 import numpy as np
 
-from fastoptim import checkpoint, reference
-from fastoptim._backend import resolve_backend
-from fastoptim._checks import MOMENTUM_FORMS, check_array, check_no_shared_memory
+from fastoptim import _interrupts, checkpoint, rules
+from fastoptim._backend import backend_name, resolve_backend
+from fastoptim._checks import (
+    FLOAT32,
+    FLOAT64,
+    LOW_PRECISION,
+    ROUNDINGS,
+    check_array,
+    check_choice,
+    check_dtype_name,
+    check_flag,
+    check_no_shared_memory,
+    check_nonnegative,
+    check_real,
+    check_seed,
+    check_threads,
+    compute_dtype,
+)
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "Adagrad", "RMSProp",
+           "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "LAMB", "Lion",
+           "Rprop", "ASGD", "ScheduleFreeAdamW"]
 
-def _kernel_arg(arrays):
-    return arrays[0] if len(arrays) == 1 else arrays
-
-
-def _check_unit_interval(name, value):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-
-def _check_nonnegative(name, value):
-    if not value >= 0.0:  # also refuses NaN
-        raise ValueError(f"{name} must be >= 0, got {value}")
+# The options every optimizer takes besides its hyperparameters (keyword only), with their
+# defaults and one line each for help().
+OPTIONS = (
+    ("backend", "auto", '"c" (compiled kernels), "numpy" (the reference) or "auto" (compiled, '
+                        "else the reference with a warning)"),
+    ("threads", None, "threads per step (None: FASTOPTIM_NUM_THREADS, else every core)"),
+    ("check_finite", False, "refuse (or skip) a step whose gradients hold NaN or inf"),
+    ("on_nonfinite", "raise", '"raise" (FloatingPointError) or "skip" (step() returns False) '
+                              "when check_finite finds NaN/inf"),
+    ("max_grad_norm", None, "clip the gradients' total norm to this, inside the step (the "
+                            "caller's grads are not written)"),
+    ("norm_type", 2.0, "the norm of max_grad_norm: 2, 1 or inf"),
+    ("master_weights", False, "params are low precision: keep float32 master copies, update "
+                              "them, and write the params back rounded in the same pass"),
+    ("state_dtype", None, 'dtype of the state buffers ("float32", "bfloat16", "float16"); '
+                          "None: the params' (float32 with master_weights)"),
+    ("rounding", "nearest", '"nearest" (even) or "stochastic": how bfloat16/float16 stores round'),
+    ("seed", 0, "seed of stochastic rounding (reproducible, whatever the thread count)"),
+)
 
 
 class Optimizer:
-    """Base class: params, per-param state arrays, hyperparameters, the step count.
+    """Base class of the optimizers; each subclass names its rule (fastoptim.rules)."""
 
-    Subclasses list their ``hyperparameters`` (attribute names, saved in checkpoints) and
-    define ``_state_names()`` (the state arrays each param gets, zero-filled unless
-    ``_initial_state`` says otherwise), ``_check_hyperparameters()`` and
-    ``_update(grads, lr, step)``, which calls one kernel on all arrays at once: the kernel
-    checks every buffer before it writes any, and the compiled one steps them all in one
-    call into C.
-    """
+    rule = None
 
-    hyperparameters = ("lr",)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        rule = cls.__dict__.get("rule")
+        if rule is None:
+            return
+        cls.__signature__ = rule.signature([(name, default) for name, default, _ in OPTIONS])
+        cls.__doc__ = _docstring(cls, rule)
+        for h in rule.hyperparameters:
+            setattr(cls, h.name, _hyperparameter_property(h))
 
-    def __init__(self, params, *, lr, backend="auto", threads=None, check_finite=False,
-                 on_nonfinite="raise"):
-        self.params = self._check_params([params] if isinstance(params, np.ndarray)
-                                         else list(params))
-        self._kernels = resolve_backend(backend)
-        self.backend = "numpy" if self._kernels is reference else "c"
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {threads}")
-        if on_nonfinite not in ("raise", "skip"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-        self.threads = threads
-        self.check_finite = bool(check_finite)
-        self.on_nonfinite = on_nonfinite
+    def __init__(self, params, *args, **kwargs):
+        values = self.rule.bind(type(self).__signature__, f"fastoptim.{type(self).__name__}",
+                                (params, *args), kwargs)
+        values.pop("params")
+        options = {name: values.pop(name) for name, _, _ in OPTIONS}
+        rule = self.rule
+
+        self._backend = backend_name(resolve_backend(options["backend"]))
+        self.threads = None if options["threads"] is None else check_threads(options["threads"])
+        self.check_finite = check_flag("check_finite", options["check_finite"])
+        self.on_nonfinite = check_choice("on_nonfinite", options["on_nonfinite"],
+                                         ("raise", "skip"))
+        self.max_grad_norm = (None if options["max_grad_norm"] is None
+                              else check_nonnegative("max_grad_norm", options["max_grad_norm"]))
+        self.norm_type = check_real("norm_type", options["norm_type"])
+        if self.norm_type not in (1.0, 2.0, math.inf):
+            raise ValueError(f"norm_type must be 1, 2 or inf, got {options['norm_type']!r}")
+        self.rounding = check_choice("rounding", options["rounding"], ROUNDINGS)
+        self.seed = check_seed(options["seed"])
+        master = check_flag("master_weights", options["master_weights"])
+
+        user_params = _check_params(params)
+        if master:
+            for i, p in enumerate(user_params):
+                if p.dtype not in LOW_PRECISION:
+                    raise TypeError(f"master_weights=True keeps float32 copies of low-precision"
+                                    f" params; params[{i}] is {p.dtype}")
+            self.params = tuple(p.astype(FLOAT32) for p in user_params)
+            self._copies = tuple(user_params)
+        else:
+            self.params = tuple(user_params)
+            self._copies = None
+        state_dtype = options["state_dtype"]
+        self.state_dtype = None if state_dtype is None else check_dtype_name("state_dtype",
+                                                                             state_dtype)
+        for i, p in enumerate(self.params):
+            if self.state_dtype is not None and (p.dtype == FLOAT64) != (self.state_dtype == FLOAT64):
+                raise TypeError(f"state_dtype {self.state_dtype} does not go with params[{i}] "
+                                f"of {p.dtype}: float64 params keep float64 state, others "
+                                "float32, bfloat16 or float16")
+
+        lr = values["lr"]   # a number, or a schedule: checked as its first value
+        self._hyper = rule.checked({**values, "lr": lr(0) if callable(lr) else lr})
+        del self._hyper["lr"]
+        self._lr = None
         self.lr = lr
         self.step_count = 0
         self.skipped_steps = 0
-        self._check_hyperparameters()
-        self.state = [
-            {name: self._initial_state(name, p) for name in self._state_names()}
-            for p in self.params
-        ]
-        # the kernel's arguments: one list per buffer, the same arrays as self.params and
-        # self.state (or the array itself when there is one: the cheaper single-array path)
-        self._params_arg = _kernel_arg(self.params)
-        self._states = {name: _kernel_arg([st[name] for st in self.state])
-                        for name in self._state_names()}
+        self.scalars = rule.scalars(self._state_hyperparameters())
+        self._build_state()
 
-    # -- hyperparameters -------------------------------------------------------------------
+    # -- hyperparameters -------------------------------------------------------------------------
+
+    @property
+    def backend(self):
+        """"c" (the compiled kernels) or "numpy" (the reference)."""
+        return self._backend
+
+    @property
+    def _kernels(self):
+        return resolve_backend(self._backend)
 
     @property
     def lr(self):
@@ -76,94 +139,129 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        if not callable(value):
-            value = float(value)
-            _check_nonnegative("lr", value)
-        self._lr = value
+        self._lr = value if callable(value) else check_nonnegative("lr", value)
 
     def current_lr(self):
         """The learning rate the next step will use."""
         if not callable(self._lr):
             return self._lr
-        lr = float(self._lr(self.step_count))
-        if not lr >= 0.0:
-            raise ValueError(f"lr schedule gave {lr} at step {self.step_count}; lr must be >= 0")
-        return lr
+        value = self._lr(self.step_count)
+        try:
+            return check_nonnegative("lr", value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the lr schedule gave {value!r} at step {self.step_count}: "
+                             f"{exc}") from None
 
-    def _check_hyperparameters(self):
-        pass
+    def _state_hyperparameters(self):
+        """The hyperparameters as the rule sees them (lr a number: the schedule's first)."""
+        lr = self._lr(0) if callable(self._lr) else self._lr
+        return {**self._hyper, "lr": check_nonnegative("lr", lr)}
 
-    # -- state ------------------------------------------------------------------------------
+    # -- state -----------------------------------------------------------------------------------
 
-    def _state_names(self):
-        return ()
+    def _build_state(self):
+        """Fresh state buffers (rule.state: names and initial values) for every param."""
+        h = self._state_hyperparameters()
+        names = self.rule.state(h)
+        states = []
+        for p in self.params:
+            dtype = self.state_dtype or p.dtype
+            st = {}
+            for name, initial in names:
+                st[name] = p.astype(dtype) if initial == "param" else np.full(p.shape, initial,
+                                                                              dtype)
+            if self._copies is not None:
+                st["master_param"] = p
+            states.append(st)
+        self._set_state(states)
 
-    def _initial_state(self, name, param):
-        return np.zeros_like(param)
+    def _set_state(self, states):
+        # read-only mappings: change the arrays in place, never replace them (the kernel
+        # call below holds these very arrays)
+        self.state = tuple(types.MappingProxyType(st) for st in states)
+        self._columns = {name: _kernel_arg([st[name] for st in states]) for name in states[0]}
 
     def state_dict(self):
-        """Plain data: optimizer kind, step count, hyperparameters and a copy of every
-        state array (a list with one dict per param). A schedule given as lr is not data:
-        it is saved as None and the loading optimizer keeps its own."""
-        hyper = {name: getattr(self, name) for name in self.hyperparameters}
-        if callable(hyper["lr"]):
-            hyper["lr"] = None
-        hyper = {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()}
+        """Plain data: optimizer kind, step count, hyperparameters, scalars and a copy of
+        every state array (a list with one dict per param). A schedule given as lr is not
+        data: it is saved as None and the loading optimizer keeps its own."""
+        hyper = {"lr": None if callable(self._lr) else self._lr}
+        hyper.update((h.name, self._hyper[h.name]) for h in self.rule.hyperparameters
+                     if h.name != "lr")
         return {
             "optimizer": type(self).__name__,
             "step_count": self.step_count,
-            "hyperparameters": hyper,
+            "hyperparameters": {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in hyper.items()},
+            "scalars": dict(self.scalars),
             "state": [{name: a.copy() for name, a in st.items()} for st in self.state],
         }
 
     def load_state_dict(self, state_dict):
         """Restore a state dict. Everything is checked first -- optimizer kind, number of
-        params, hyperparameters, state names, shapes and dtypes -- so a bad one raises
-        ValueError/TypeError and leaves the optimizer as it was. State arrays are copied
-        into the optimizer's own buffers."""
+        params, hyperparameters, the state buffers they imply, shapes and dtypes -- so a bad
+        one raises ValueError/TypeError and leaves the optimizer as it was. State arrays are
+        copied in (new buffers are made when the hyperparameters switch one on or off)."""
         try:
             kind = state_dict["optimizer"]
             step_count = state_dict["step_count"]
             hyper = dict(state_dict["hyperparameters"])
             states = list(state_dict["state"])
+            scalars = dict(state_dict.get("scalars") or {})
         except (KeyError, TypeError) as exc:
             raise ValueError(f"state_dict is not a fastoptim state dict: missing {exc}") from exc
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is for {kind}, not {type(self).__name__}")
         if isinstance(step_count, bool) or not isinstance(step_count, (int, np.integer)) \
-                or step_count < 0:
+                or not 0 <= step_count < 2**62:
             raise ValueError(f"state_dict step_count must be an integer >= 0, got {step_count!r}")
-        if set(hyper) != set(self.hyperparameters):
+        names = {h.name for h in self.rule.hyperparameters}
+        if set(hyper) != names:
             raise ValueError(f"state_dict hyperparameters are {sorted(hyper)}, expected "
-                             f"{sorted(self.hyperparameters)}")
+                             f"{sorted(names)}")
         if len(states) != len(self.params):
             raise ValueError(f"state_dict holds state for {len(states)} params, the optimizer "
                              f"has {len(self.params)}")
-        if hyper["lr"] is None:
-            hyper["lr"] = self._lr
-        old = {name: getattr(self, name) for name in self.hyperparameters}
-        try:
-            self._set_hyperparameters(hyper)
-            self._check_hyperparameters()
-            expected = self._state_names()
-            for i, (param, st) in enumerate(zip(self.params, states)):
-                self._check_loaded_state(i, param, st, expected)
-        except BaseException:
-            self._set_hyperparameters(old)
-            raise
-        for own, st in zip(self.state, states):
-            for name in expected:
-                np.copyto(own[name], st[name])
-        self.step_count = int(step_count)
+        lr = self._lr if hyper["lr"] is None else check_nonnegative("lr", hyper["lr"])
+        checked = self.rule.checked({**hyper, "lr": 0.0 if callable(lr) else lr})
+        checked.pop("lr")
+        expected_scalars = self.rule.scalars(checked | {"lr": 0.0})
+        if set(scalars) != set(expected_scalars):
+            raise ValueError(f"state_dict scalars are {sorted(scalars)}, expected "
+                             f"{sorted(expected_scalars)}")
+        for name, value in scalars.items():
+            if not isinstance(value, (bool, int, float, np.integer, np.floating)):
+                raise ValueError(f"state_dict scalar {name!r} must be a number, got {value!r}")
+        expected = [name for name, _ in self.rule.state(checked | {"lr": 0.0})]
+        if self._copies is not None:
+            expected.append("master_param")
+        for i, (param, st) in enumerate(zip(self.params, states)):
+            self._check_loaded_state(i, param, st, expected)
+        # all checked: commit
+        with _interrupts.deferred():
+            self._hyper = checked
+            self._lr = lr
+            self.scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
+            self.step_count = int(step_count)
+            current = [dict(st) for st in self.state]
+            new_states = []
+            for i, (own, st) in enumerate(zip(current, states)):
+                fresh = {}
+                for name in expected:
+                    array = own.get(name)
+                    if array is None or array.dtype != st[name].dtype:
+                        array = np.empty_like(st[name])
+                    np.copyto(array, st[name])
+                    fresh[name] = array
+                new_states.append(fresh)
+            if self._copies is not None:
+                for i, st in enumerate(new_states):
+                    self.params[i][...] = st["master_param"]
+                    st["master_param"] = self.params[i]
+                    self._copies[i][...] = self.params[i].astype(self._copies[i].dtype)
+            self._set_state(new_states)
 
-    def _set_hyperparameters(self, hyper):
-        for name, value in hyper.items():
-            if isinstance(value, list):
-                value = tuple(value)
-            setattr(self, name, value)
-
-    @staticmethod
-    def _check_loaded_state(i, param, state, expected):
+    def _check_loaded_state(self, i, param, state, expected):
         if not isinstance(state, dict) or set(state) != set(expected):
             names = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"state_dict state[{i}] holds {names}, expected {sorted(expected)}")
@@ -172,9 +270,15 @@ class Optimizer:
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"state_dict state[{i}][{name!r}] must be an ndarray, "
                                 f"got {type(a).__name__}")
-            if a.dtype != param.dtype or a.shape != param.shape:
+            own = self.state[i].get(name) if i < len(self.state) else None
+            dtype = own.dtype if own is not None else (self.state_dtype or param.dtype)
+            if name == "master_param":
+                dtype = FLOAT32
+            if a.shape != param.shape or (a.dtype != dtype and not (
+                    name != "master_param" and self.state_dtype is None
+                    and compute_dtype(a.dtype) == compute_dtype(param.dtype))):
                 raise ValueError(f"state_dict state[{i}][{name!r}] is {a.dtype}{list(a.shape)}"
-                                 f", param {i} is {param.dtype}{list(param.shape)}")
+                                 f", expected {dtype}{list(param.shape)}")
 
     def save(self, path):
         """Write a checkpoint (.npz) atomically: a crash mid-save leaves the old file."""
@@ -185,236 +289,237 @@ class Optimizer:
         corrupt, truncated, foreign or for another optimizer."""
         self.load_state_dict(checkpoint.read(path))
 
-    # -- stepping ---------------------------------------------------------------------------
+    # -- stepping --------------------------------------------------------------------------------
 
-    def step(self, grads):
+    def step(self, grads, *, grad_scale=None):
         """Update every param in place from its gradient (an array, or a list matching
-        params). Every grad is checked before any buffer is written.
+        params). ``grad_scale``: the loss scale the gradients carry (they are divided by it
+        inside the step). Everything is checked before anything is written.
 
-        Returns True, or False when check_finite=True, on_nonfinite="skip" and a grad
-        holds NaN/Inf: then nothing is written and skipped_steps counts it.
+        Returns True, or False when check_finite=True, on_nonfinite="skip" and a gradient
+        holds NaN/inf: then nothing is written and skipped_steps counts it.
         """
-        grads = [grads] if isinstance(grads, np.ndarray) else grads
+        grads = self._check_grads(grads)
+        factor = 1.0
+        if grad_scale is not None:
+            grad_scale = check_real("grad_scale", grad_scale, 0.0, low_open=True)
+            factor = 1.0 / grad_scale
+        kernels = self._kernels
+        if self.check_finite or self.max_grad_norm is not None:
+            sums = kernels.norms(_kernel_arg(grads), norm_type=self.norm_type,
+                                 threads=self.threads)
+            if self.check_finite and not all(f == 0 for f in sums[:, 1]):
+                if self.on_nonfinite == "raise":
+                    raise FloatingPointError("grads hold NaN or inf (check_finite=True): the "
+                                             "step was not taken and nothing was changed")
+                self.skipped_steps += 1
+                return False
+            if self.max_grad_norm is not None:
+                total = total_norm(sums[:, 0], self.norm_type) * factor
+                factor *= min(1.0, self.max_grad_norm / (total + 1e-6))
+        lr = self.current_lr()
+        call = self.rule.kernel({**self._hyper, "lr": lr}, lr, self.step_count + 1,
+                                self.scalars)
+        kernel = getattr(kernels, call.kernel)
+        buffers = [None if name is None else self._columns[name] for name in call.buffers]
+        with _interrupts.deferred():
+            kernel(_kernel_arg(self.params), _kernel_arg(grads), *buffers, **call.kwargs,
+                   grad_factor=factor, param_copy=_kernel_arg(self._copies),
+                   rounding=self.rounding, seed=self.seed, threads=self.threads)
+            self.step_count += 1
+            self.scalars = call.scalars or self.scalars
+        return True
+
+    def _check_grads(self, grads):
+        if isinstance(grads, np.ndarray):
+            grads = [grads]
+        elif not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be an array or a list of arrays (one per param), got "
+                            f"{type(grads).__name__}")
         if len(grads) != len(self.params):
             raise ValueError(f"grads has {len(grads)} arrays but the optimizer holds "
                              f"{len(self.params)} params")
-        if self.check_finite and not all(np.isfinite(g).all() for g in grads):
-            if self.on_nonfinite == "raise":
-                raise FloatingPointError("grads hold NaN or Inf (check_finite=True): the step "
-                                         "was not taken and nothing was changed")
-            self.skipped_steps += 1
-            return False
-        self._update(_kernel_arg(grads), self.current_lr(), self.step_count + 1)
-        self.step_count += 1
-        return True
+        return list(grads)
 
-    def _update(self, grads, lr, step):
-        raise NotImplementedError
+    # -- objects ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_params(params):
-        if not params:
-            raise ValueError("params is empty: give an array or a non-empty list of arrays")
-        for i, p in enumerate(params):
-            check_array("params" if len(params) == 1 else f"params[{i}]", p, written=True)
-        check_no_shared_memory(("params",), [(p,) for p in params])
-        return params
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["state"] = [dict(st) for st in self.state]   # mappingproxy does not pickle
+        del state["_columns"]
+        return state
+
+    def __setstate__(self, state):
+        states = state.pop("state")     # master_param is self.params[i] again (pickle's memo)
+        self.__dict__.update(state)
+        self._set_state(states)
 
     def __repr__(self):
         lr = self._lr if callable(self._lr) else f"{self._lr:g}"
-        return (f"{type(self).__name__}(<{len(self.params)} arrays>, lr={lr}, "
-                f"backend={self.backend!r})")
+        changed = [f"{h.name}={self._hyper[h.name]!r}" for h in self.rule.hyperparameters
+                   if h.name != "lr" and self._hyper[h.name] != h.check(h.default)]
+        return (f"fastoptim.{type(self).__name__}(<{len(self.params)} arrays>, lr={lr}"
+                + "".join(", " + c for c in changed) + f", backend={self._backend!r}, "
+                f"step_count={self.step_count})")
+
+
+def total_norm(per_array, norm_type):
+    """The norm of all arrays from their per-array sums (sums of squares for 2, of absolute
+    values for 1, maxima for inf), added in array order."""
+    if norm_type == math.inf:
+        return max((float(x) for x in per_array), default=0.0,
+                   key=lambda x: math.inf if x != x else x)
+    total = 0.0
+    for x in per_array:
+        total += float(x)
+    return math.sqrt(total) if norm_type == 2.0 else total
+
+
+def _kernel_arg(arrays):
+    """The kernel's buffer argument: the array itself when there is one (the cheaper
+    single-array path), else the list."""
+    if arrays is None:
+        return None
+    return arrays[0] if len(arrays) == 1 else list(arrays)
+
+
+def _check_params(params):
+    if isinstance(params, np.ndarray):
+        params = [params]
+    elif isinstance(params, (list, tuple)):
+        params = list(params)
+    else:
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"params must be an array or a list of arrays, got "
+                            f"{type(params).__name__}") from None
+    if not params:
+        raise ValueError("params is empty: give an array or a non-empty list of arrays")
+    checked = [check_array("params" if len(params) == 1 else f"params[{i}]", p, written=True)
+               for i, p in enumerate(params)]
+    check_no_shared_memory(("params",), [(p,) for p in checked])
+    return checked
+
+
+def _hyperparameter_property(h):
+    def get(self):
+        return self._lr if h.name == "lr" else self._hyper[h.name]
+
+    def set(self, value):
+        if h.name == "lr":
+            type(self).lr.fset(self, value)
+            return
+        new = {**self._hyper, h.name: h.check(value)}
+        self.rule.check({**new, "lr": 0.0})
+        if [n for n, _ in self.rule.state(new | {"lr": 0.0})] != \
+                [n for n, _ in self.rule.state(self._hyper | {"lr": 0.0})]:
+            raise ValueError(f"{h.name} cannot change on a live optimizer: it switches a state "
+                             "buffer on or off (make a new optimizer, or load_state_dict)")
+        self._hyper = new
+
+    return property(get, set, doc=h.doc) if h.name != "lr" else Optimizer.lr
+
+
+def _docstring(cls, rule):
+    lines = [rule.summary, "", rule.formula, "", "Hyperparameters (torch.optim's names and "
+             "defaults" + (f", as torch.optim.{rule.torch_name}" if rule.torch_name else "")
+             + "):"]
+    lines += [f"    {h.name}={h.default!r}: {h.doc}" for h in rule.hyperparameters]
+    lines += ["", "Options:"] + [f"    {name}={default!r}: {doc}" for name, default, doc in OPTIONS]
+    lines += ["", "params: one contiguous writable array or a list of them (float32, float64, "
+              "bfloat16, float16), updated in place by step(grads)."]
+    return "\n".join(lines)
 
 
 class SGD(Optimizer):
-    """torch.optim.SGD: p <- p - lr*g; with momentum > 0, momentum in the given form.
-
-    ``form`` ("torch", "ewma" or "velocity") and ``bias_correction`` (ewma form) go beyond
-    torch; see fastoptim.reference.momentum_step for the three update rules. ``options``
-    (backend, threads, check_finite, on_nonfinite) are those of Optimizer.
-    """
-
-    hyperparameters = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
-                       "form", "bias_correction")
-
-    def __init__(self, params, *, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, form="torch", bias_correction=False,
-                 **options):
-        self.momentum = float(momentum)
-        self.dampening = float(dampening)
-        self.weight_decay = float(weight_decay)
-        self.nesterov = bool(nesterov)
-        self.maximize = bool(maximize)
-        self.form = form
-        self.bias_correction = bool(bias_correction)
-        super().__init__(params, lr=lr, **options)
-
-    def _check_hyperparameters(self):
-        _check_unit_interval("momentum", self.momentum)
-        _check_unit_interval("dampening", self.dampening)
-        _check_nonnegative("weight_decay", self.weight_decay)
-        if self.form not in MOMENTUM_FORMS:
-            raise ValueError(f"form must be one of {MOMENTUM_FORMS}, got {self.form!r}")
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov requires momentum > 0 and dampening == 0")
-        if self.dampening != 0 and self.form != "torch":
-            raise ValueError(f"dampening applies to form='torch' only, got form={self.form!r}")
-        if self.bias_correction and self.form != "ewma":
-            raise ValueError(f"bias_correction applies to form='ewma' only, got {self.form!r}")
-
-    def _state_names(self):
-        return ("momentum_buffer",) if self.momentum > 0 else ()
-
-    def _update(self, grads, lr, step):
-        if not self._states:
-            self._kernels.sgd_step(self._params_arg, grads, lr=lr,
-                                   weight_decay=self.weight_decay, maximize=self.maximize,
-                                   threads=self.threads)
-            return
-        self._kernels.momentum_step(
-            self._params_arg, grads, self._states["momentum_buffer"], lr=lr,
-            momentum=self.momentum, step=step,
-            dampening=self.dampening, nesterov=self.nesterov, form=self.form,
-            bias_correction=self.bias_correction, weight_decay=self.weight_decay,
-            maximize=self.maximize, threads=self.threads)
+    rule = rules.SGD
 
 
-class Momentum(SGD):
-    """SGD with momentum (default 0.9) in the torch, ewma (Ng) or velocity (CS231n) form."""
-
-    def __init__(self, params, *, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, form="torch", bias_correction=False,
-                 **options):
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                         form=form, bias_correction=bias_correction, **options)
+class Momentum(Optimizer):
+    rule = rules.MOMENTUM
 
 
-class Nesterov(Momentum):
-    """Momentum with nesterov=True (torch.optim.SGD(nesterov=True) in the torch form)."""
-
-    def __init__(self, params, *, lr=1e-3, momentum=0.9, weight_decay=0.0, maximize=False,
-                 form="torch", bias_correction=False, **options):
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         nesterov=True, maximize=maximize, form=form,
-                         bias_correction=bias_correction, **options)
+class Nesterov(Optimizer):
+    rule = rules.NESTEROV
 
 
 class AdaGrad(Optimizer):
-    """torch.optim.Adagrad: s <- s + g*g; p <- p - clr*g/(sqrt(s) + eps)."""
-
-    hyperparameters = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
-                       "maximize")
-
-    def __init__(self, params, *, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, maximize=False, **options):
-        self.lr_decay = float(lr_decay)
-        self.weight_decay = float(weight_decay)
-        self.initial_accumulator_value = float(initial_accumulator_value)
-        self.eps = float(eps)
-        self.maximize = bool(maximize)
-        super().__init__(params, lr=lr, **options)
-
-    def _check_hyperparameters(self):
-        _check_nonnegative("lr_decay", self.lr_decay)
-        _check_nonnegative("weight_decay", self.weight_decay)
-        _check_nonnegative("initial_accumulator_value", self.initial_accumulator_value)
-        _check_nonnegative("eps", self.eps)
-
-    def _state_names(self):
-        return ("sum",)  # torch.optim.Adagrad's name
-
-    def _initial_state(self, name, param):
-        return np.full_like(param, self.initial_accumulator_value)
-
-    def _update(self, grads, lr, step):
-        self._kernels.adagrad_step(self._params_arg, grads, self._states["sum"], lr=lr, step=step,
-                                   lr_decay=self.lr_decay, eps=self.eps,
-                                   weight_decay=self.weight_decay, maximize=self.maximize,
-                                   threads=self.threads)
+    rule = rules.ADAGRAD
 
 
 class RMSProp(Optimizer):
-    """torch.optim.RMSprop, with its centered and momentum variants."""
+    rule = rules.RMSPROP
 
-    hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
 
-    def __init__(self, params, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False, maximize=False, **options):
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
-        self.momentum = float(momentum)
-        self.centered = bool(centered)
-        self.maximize = bool(maximize)
-        super().__init__(params, lr=lr, **options)
-
-    def _check_hyperparameters(self):
-        _check_unit_interval("alpha", self.alpha)
-        _check_unit_interval("momentum", self.momentum)
-        _check_nonnegative("eps", self.eps)
-        _check_nonnegative("weight_decay", self.weight_decay)
-
-    def _state_names(self):
-        names = ("square_avg",)
-        if self.centered:
-            names += ("grad_avg",)
-        if self.momentum > 0:
-            names += ("momentum_buffer",)
-        return names
-
-    def _update(self, grads, lr, step):
-        states = self._states
-        self._kernels.rmsprop_step(self._params_arg, grads, states["square_avg"],
-                                   states.get("grad_avg"), states.get("momentum_buffer"),
-                                   lr=lr, alpha=self.alpha,
-                                   eps=self.eps, momentum=self.momentum,
-                                   weight_decay=self.weight_decay, maximize=self.maximize,
-                                   threads=self.threads)
+class Adadelta(Optimizer):
+    rule = rules.ADADELTA
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam (L2 weight decay, amsgrad), plus optax's eps_root."""
-
-    hyperparameters = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "eps_root")
-
-    _decoupled = False
-
-    def __init__(self, params, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False, eps_root=0.0, **options):
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
-        self.amsgrad = bool(amsgrad)
-        self.maximize = bool(maximize)
-        self.eps_root = float(eps_root)
-        super().__init__(params, lr=lr, **options)
-
-    def _check_hyperparameters(self):
-        _check_unit_interval("betas[0]", self.betas[0])
-        _check_unit_interval("betas[1]", self.betas[1])
-        _check_nonnegative("eps", self.eps)
-        _check_nonnegative("eps_root", self.eps_root)
-        _check_nonnegative("weight_decay", self.weight_decay)
-
-    def _state_names(self):
-        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
-
-    def _update(self, grads, lr, step):
-        kernel = self._kernels.adamw_step if self._decoupled else self._kernels.adam_step
-        states = self._states
-        kernel(self._params_arg, grads, states["exp_avg"], states["exp_avg_sq"],
-               states.get("max_exp_avg_sq"), lr=lr, step=step, beta1=self.betas[0],
-               beta2=self.betas[1], eps=self.eps, eps_root=self.eps_root, weight_decay=self.weight_decay, maximize=self.maximize,
-               threads=self.threads)
+    rule = rules.ADAM
 
 
-class AdamW(Adam):
-    """torch.optim.AdamW: decoupled weight decay p <- p*(1 - lr*wd), then Adam."""
+class AdamW(Optimizer):
+    rule = rules.ADAMW
 
-    _decoupled = True
 
-    def __init__(self, params, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False, eps_root=0.0, **options):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, eps_root=eps_root, **options)
+class Adamax(Optimizer):
+    rule = rules.ADAMAX
+
+
+class NAdam(Optimizer):
+    rule = rules.NADAM
+
+
+class RAdam(Optimizer):
+    rule = rules.RADAM
+
+
+class LAMB(Optimizer):
+    rule = rules.LAMB
+
+
+class Lion(Optimizer):
+    rule = rules.LION
+
+
+class Rprop(Optimizer):
+    rule = rules.RPROP
+
+
+class ASGD(Optimizer):
+    rule = rules.ASGD
+
+
+class ScheduleFreeAdamW(Optimizer):
+    rule = rules.SCHEDULEFREE_ADAMW
+
+    def train(self):
+        """Switch the params to y, where gradients are taken (call before training steps)."""
+        self._switch(to_train=True)
+
+    def eval(self):
+        """Switch the params to x, the average to evaluate (call before evaluating)."""
+        self._switch(to_train=False)
+
+    def _switch(self, to_train):
+        if self.scalars["train_mode"] == to_train:
+            return
+        weight = rules.schedulefree_weight(self._hyper["betas"][0], to_train)
+        with _interrupts.deferred():
+            self._kernels.interpolate_step(_kernel_arg(self.params), self._columns["z"],
+                                           weight=weight, param_copy=_kernel_arg(self._copies),
+                                           threads=self.threads)
+            self.scalars = {**self.scalars, "train_mode": to_train}
+
+    def step(self, grads, **kwargs):
+        if not self.scalars["train_mode"]:
+            raise RuntimeError("ScheduleFreeAdamW is not in train mode: call opt.train() "
+                               "before step() (and opt.eval() before evaluating)")
+        return super().step(grads, **kwargs)
+
+
+# torch.optim's spellings of the same optimizers
+Adagrad = AdaGrad
+RMSprop = RMSProp

@@ -1,209 +1,305 @@
 """The NumPy backend: every kernel of fastoptim.kernels, name for name, in plain NumPy.
 
 It is both the fallback when the extension is not built and the oracle the compiled
-kernels are tested against, bit for bit. The rules that make that possible (DESIGN.md):
+kernels are tested against, bit for bit. The kernel functions themselves (checks, per-step
+scalars) are shared with the compiled backend (fastoptim._kernel_specs); what is here is
+the runner and one loop per C loop, written to perform the same IEEE operations in the same
+order:
 
-- per-step scalars (bias corrections, step sizes, 1 - beta, ...) are computed here in
-  Python double precision, exactly as the Cython wrappers compute them in C double;
-- a Python float meeting an array is rounded to the array's dtype first (NumPy 2, NEP 50),
-  as the C kernels cast each scalar once -- so every hyperparameter is turned into a Python
-  float first (a NumPy float64 scalar would instead promote a float32 array to float64);
-- each element then sees the same IEEE operations in the same order as the C loop.
+- each scalar is rounded once to the compute dtype (float64 for float64 params, float32
+  otherwise), as the C driver casts each double once (a NumPy scalar of the array's dtype
+  keeps float32 arithmetic float32);
+- bfloat16/float16 buffers are widened to float32 and every written one is rounded back
+  once (fastoptim._rounding, the same rules and random bits as csrc/convert.c);
+- reductions add in the C order: per block of 2048 elements, 16 interleaved lanes in
+  float64 (a sequential cumsum per lane), lanes combined pairwise, blocks in index order.
 
-Every function updates its buffers in place and returns None. Each buffer argument is one
-array, or a list of arrays (an optimizer's whole parameter list: one call steps them all,
-with the per-step scalars computed once). ``threads`` is accepted for the same signature
-and ignored.
+A call computes every new value first and writes all of them at the end, with Ctrl-C held
+back, so a failed or interrupted call changes nothing. ``threads`` is accepted and ignored.
 """
-import math
-
 import numpy as np
 
-from fastoptim._checks import (
-    check_axis,
-    check_buffers,
-    check_momentum_form,
-    check_rmsprop_momentum,
-    check_step,
-    check_threads,
-    each_array,
-)
+from fastoptim import _bind, _interrupts, _rounding
+from fastoptim._checks import FLOAT32, FLOAT64, check_axis, check_call, check_threads
+from fastoptim._kernel_specs import ADAM_DENOMINATORS, MOMENTUM_FORMS
 
-__all__ = [
-    "sgd_step",
-    "momentum_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "adam_step",
-    "adamw_step",
-    "ewma_step",
-    "ewma_scan",
-]
+__all__ = _bind.__all__ + ["ewma_scan"]
+
+REDUCE_BLOCK, REDUCE_LANES = 2048, 16      # FO_REDUCE_BLOCK, FO_REDUCE_LANES in fastoptim.h
 
 
-def _effective_grad(param, grad, weight_decay, maximize):
-    """g = -grad if maximize, then g + weight_decay * p (L2), without writing grad."""
-    g = -grad if maximize else grad
-    if weight_decay != 0:
-        g = g + weight_decay * param
-    return g
+def run(kernel, buffers, scalars, *, step=1, param_copy=None, stochastic=False, seed=0,
+        param_index=0, threads=0, writes=True):
+    """The NumPy twin of fastoptim._kernels.run: same arguments, same results."""
+    groups = check_call(kernel.roles, buffers, param_copy, writes)
+    loop = LOOPS[kernel.name]
+    per_array = isinstance(scalars, list)
+    if per_array and len(scalars) != len(groups):
+        raise ValueError(f"{kernel.name}: {len(scalars)} scalar sets for {len(groups)} arrays")
+    results, sums = [], []
+    for i, group in enumerate(groups):
+        compute = FLOAT64 if group[0].dtype == FLOAT64 else FLOAT32
+        s = scalars[i] if per_array else scalars
+        s = type(s)(*(compute.type(v) for v in s))
+        work = [None if a is None else a.astype(compute) for a in group[:-1]]
+        with np.errstate(all="ignore"):     # NaN and inf propagate silently, as in C
+            sums.append(loop(s, *work))
+        results.append(work)
+    if writes:
+        with _interrupts.deferred():
+            for i, (group, work) in enumerate(zip(groups, results)):
+                for role, (target, new) in enumerate(zip(group, work)):
+                    if target is not None and role != 1:
+                        _store(target, new, stochastic, seed, step, param_index + i, role)
+                if group[-1] is not None:
+                    _store(group[-1], work[0], stochastic, seed, step, param_index + i,
+                           len(group) - 1)
+    return np.array(sums, dtype=np.float64).reshape(len(groups), -1) if kernel.sums else None
 
 
-def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, threads=None):
-    """p <- p - lr * g"""
-    arrays = each_array(("param", "grad"), param, grad)
-    check_threads(threads)
-    lr, weight_decay = float(lr), float(weight_decay)
-    for param, grad in arrays:
-        param -= lr * _effective_grad(param, grad, weight_decay, maximize)
+def _store(target, new, stochastic, seed, step, array, role):
+    if target.dtype == new.dtype:
+        np.copyto(target, new)
+        return
+    key = _rounding.rounding_key(seed, step, array, role) if stochastic else 0
+    np.copyto(target, _rounding.narrow(new, target.dtype, stochastic, key))
 
 
-def momentum_step(param, grad, momentum_buffer, *, lr, momentum, step, dampening=0.0,
-                  nesterov=False, form="torch", bias_correction=False, weight_decay=0.0,
-                  maximize=False, threads=None):
-    """Momentum in one of three forms (``momentum`` is mu, or beta for form="ewma").
+# -- the loops: each mirrors the C loop of the same name, operation for operation ---------------
 
-    torch:    b <- g at step 1, else b <- mu*b + (1-d)*g;  p <- p - lr*(g + mu*b if nesterov else b)
-    ewma:     v <- beta*v + (1-beta)*g;  p <- p - s*v, s = lr or lr/(1-beta^t) with
-              bias_correction; nesterov uses beta*v + (1-beta)*g (one step ahead) for v
-    velocity: v <- mu*v - lr*g;  p <- p + v;  nesterov: p <- p + mu*mu*v - (1+mu)*lr*g
-    """
-    check_momentum_form(form, dampening, nesterov, bias_correction)
-    step = check_step(step)
-    arrays = each_array(("param", "grad", "momentum_buffer"), param, grad, momentum_buffer)
-    check_threads(threads)
-    lr, momentum, dampening = float(lr), float(momentum), float(dampening)
-    weight_decay = float(weight_decay)
-    step_size = lr / (1.0 - momentum ** step) if form == "ewma" and bias_correction else lr
-    for param, grad, buf in arrays:
-        g = _effective_grad(param, grad, weight_decay, maximize)
-        if form == "torch":
-            if step == 1:
-                buf[...] = g
-            else:
-                buf *= momentum
-                buf += (1.0 - dampening) * g
-            param -= lr * (g + momentum * buf if nesterov else buf)
-        elif form == "ewma":
-            buf *= momentum
-            buf += (1.0 - momentum) * g
-            param -= step_size * (momentum * buf + (1.0 - momentum) * g if nesterov else buf)
-        else:
-            buf *= momentum
-            buf -= lr * g
-            if nesterov:
-                param += (momentum * momentum) * buf
-                param -= ((1.0 + momentum) * lr) * g
-            else:
-                param += buf
+def _prologue(s, param, grad):
+    """csrc/loops/common.h: decoupled decay, gradient factor, maximize, L2 decay."""
+    p = param * s.param_decay if s.param_decay != 1 else param
+    g = grad * s.grad_factor if s.grad_factor != 1 else grad
+    if s.maximize != 0:
+        g = -g
+    if s.weight_decay != 0:
+        g = g + s.weight_decay * p
+    return p, g
 
 
-def adagrad_step(param, grad, state_sum, *, lr, step, lr_decay=0.0, eps=1e-10,
-                 weight_decay=0.0, maximize=False, threads=None):
-    """clr = lr / (1 + (t-1)*lr_decay);  s <- s + g*g;  p <- p - clr*g / (sqrt(s) + eps)"""
-    step = check_step(step)
-    arrays = each_array(("param", "grad", "state_sum"), param, grad, state_sum)
-    check_threads(threads)
-    lr, lr_decay, eps, weight_decay = float(lr), float(lr_decay), float(eps), float(weight_decay)
-    clr = lr / (1.0 + (step - 1) * lr_decay)
-    for param, grad, state_sum in arrays:
-        g = _effective_grad(param, grad, weight_decay, maximize)
-        state_sum += g * g
-        param -= clr * g / (np.sqrt(state_sum) + eps)
+def sgd_loop(s, param, grad):
+    p, g = _prologue(s, param, grad)
+    param[...] = p - s.lr * g
 
 
-def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr,
-                 alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0, maximize=False,
-                 threads=None):
-    """v <- a*v + (1-a)*g*g;  den = sqrt(v - ga*ga) + eps with ga <- a*ga + (1-a)*g when
-    grad_avg is given (centered), else sqrt(v) + eps;  with momentum_buffer (momentum > 0):
-    b <- mu*b + g/den, p <- p - lr*b;  else p <- p - lr*g/den"""
-    check_rmsprop_momentum(momentum, momentum_buffer)
-    arrays = each_array(("param", "grad", "square_avg", "grad_avg", "momentum_buffer"),
-                        param, grad, square_avg, grad_avg, momentum_buffer)
-    check_threads(threads)
-    lr, alpha, eps, momentum = float(lr), float(alpha), float(eps), float(momentum)
-    weight_decay = float(weight_decay)
-    for param, grad, square_avg, grad_avg, momentum_buffer in arrays:
-        g = _effective_grad(param, grad, weight_decay, maximize)
-        square_avg *= alpha
-        square_avg += (1.0 - alpha) * (g * g)
-        if grad_avg is not None:
-            grad_avg *= alpha
-            grad_avg += (1.0 - alpha) * g
-            den = np.sqrt(square_avg - grad_avg * grad_avg) + eps
-        else:
-            den = np.sqrt(square_avg) + eps
-        if momentum_buffer is not None:
-            momentum_buffer *= momentum
-            momentum_buffer += g / den
-            param -= lr * momentum_buffer
-        else:
-            param -= lr * g / den
+def momentum_loop(s, param, grad, b):
+    p, g = _prologue(s, param, grad)
+    mu, w, step = s.momentum, s.grad_weight, s.step_size
+    if s.form == MOMENTUM_FORMS["torch"]:
+        b[...] = g if s.first_step != 0 else mu * b + w * g
+        param[...] = p - step * (g + mu * b if s.nesterov != 0 else b)
+    elif s.form == MOMENTUM_FORMS["ewma"]:
+        b[...] = mu * b + w * g
+        param[...] = p - step * (mu * b + w * g if s.nesterov != 0 else b)
+    else:
+        v0 = b.copy()
+        b[...] = mu * v0 - w * g
+        param[...] = p - mu * v0 + step * b if s.nesterov != 0 else p + b
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, step,
-              beta1=0.9, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.0,
-              maximize=False, threads=None):
-    """Adam with L2 weight decay (torch.optim.Adam); amsgrad when max_exp_avg_sq is given.
-
-    m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g*g;  amsgrad: v <- vmax <- max(vmax, v)
-    p <- p - (lr/bc1)*m / den,  den = sqrt(v)*(1/sqrt(bc2)) + eps, or with eps_root > 0
-    den = sqrt(v*(1/bc2) + eps_root) + eps;  bc1 = 1 - b1^t, bc2 = 1 - b2^t
-    """
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
-          eps_root, weight_decay, False, maximize, threads)
+def adagrad_loop(s, param, grad, state_sum):
+    p, g = _prologue(s, param, grad)
+    state_sum += g * g
+    den = np.sqrt(state_sum + s.eps) if s.eps_in_sqrt != 0 else np.sqrt(state_sum) + s.eps
+    param[...] = p - s.clr * g / den
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, step,
-               beta1=0.9, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=1e-2,
-               maximize=False, threads=None):
-    """AdamW: p <- p * (1 - lr*wd) first (decoupled decay), then Adam without L2."""
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
-          eps_root, weight_decay, True, maximize, threads)
+def rmsprop_loop(s, param, grad, v, grad_avg, b):
+    p, g = _prologue(s, param, grad)
+    v[...] = s.alpha * v + s.one_minus_alpha * (g * g)
+    d = v
+    if grad_avg is not None:
+        grad_avg[...] = s.alpha * grad_avg + s.one_minus_alpha * g
+        d = v - grad_avg * grad_avg
+    den = np.sqrt(d + s.eps) if s.eps_in_sqrt != 0 else np.sqrt(d) + s.eps
+    if b is not None:
+        b[...] = s.momentum * b + g / den
+        param[...] = p - s.lr * b
+    else:
+        param[...] = p - s.lr * g / den
 
 
-def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
-          eps_root, weight_decay, decoupled, maximize, threads):
-    step = check_step(step)
-    arrays = each_array(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-                        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-    check_threads(threads)
-    lr, beta1, beta2, eps = float(lr), float(beta1), float(beta2), float(eps)
-    eps_root, weight_decay = float(eps_root), float(weight_decay)
-    bias_correction1 = 1.0 - beta1 ** step
-    bias_correction2 = 1.0 - beta2 ** step
-    step_size = lr / bias_correction1
-    for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq in arrays:
-        if decoupled:
-            param *= 1.0 - lr * weight_decay
-            g = _effective_grad(param, grad, 0.0, maximize)
-        else:
-            g = _effective_grad(param, grad, weight_decay, maximize)
-        exp_avg *= beta1
-        exp_avg += (1.0 - beta1) * g
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1.0 - beta2) * (g * g)
-        v = exp_avg_sq
-        if max_exp_avg_sq is not None:
-            np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-            v = max_exp_avg_sq
-        if eps_root != 0:
-            den = np.sqrt(v * (1.0 / bias_correction2) + eps_root) + eps
-        else:
-            den = np.sqrt(v) * (1.0 / math.sqrt(bias_correction2)) + eps
-        param -= step_size * exp_avg / den
+def adadelta_loop(s, param, grad, v, u):
+    p, g = _prologue(s, param, grad)
+    v[...] = s.rho * v + s.one_minus_rho * (g * g)
+    delta = np.sqrt(u + s.eps) / np.sqrt(v + s.eps) * g
+    u[...] = s.rho * u + s.one_minus_rho * (delta * delta)
+    param[...] = p - s.lr * delta
 
 
-def ewma_step(average, value, *, beta, threads=None):
-    """v <- beta*v + (1-beta)*x (the state of an exponentially weighted moving average)."""
-    arrays = each_array(("average", "value"), average, value)
-    check_threads(threads)
-    beta = float(beta)
-    for average, value in arrays:
-        average *= beta
-        average += (1.0 - beta) * value
+def adam_loop(s, param, grad, m, v, vmax):
+    p, g = _prologue(s, param, grad)
+    m[...] = s.beta1 * m + s.one_minus_beta1 * g
+    v[...] = s.beta2 * v + s.one_minus_beta2 * (g * g)
+    vi = v
+    if vmax is not None:
+        np.maximum(vmax, v, out=vmax)
+        vi = vmax
+    if s.denominator == ADAM_DENOMINATORS["eps_root"]:
+        den = np.sqrt(vi * s.inv_bc2 + s.eps_root) + s.eps
+    elif s.denominator == ADAM_DENOMINATORS["eps_hat"]:
+        den = np.sqrt(vi) + s.eps
+    else:
+        den = np.sqrt(vi) * s.rsqrt_bc2 + s.eps
+    param[...] = p - s.step_size * m / den
 
+
+def adamax_loop(s, param, grad, m, u):
+    p, g = _prologue(s, param, grad)
+    m[...] = s.beta1 * m + s.one_minus_beta1 * g
+    u[...] = np.maximum(s.beta2 * u, np.abs(g) + s.eps)
+    param[...] = p - s.step_size * m / u
+
+
+def nadam_loop(s, param, grad, m, v):
+    p, g = _prologue(s, param, grad)
+    m[...] = s.beta1 * m + s.one_minus_beta1 * g
+    v[...] = s.beta2 * v + s.one_minus_beta2 * (g * g)
+    den = np.sqrt(v) * s.rsqrt_bc2 + s.eps
+    param[...] = p - (s.grad_coef * g + s.avg_coef * m) / den
+
+
+def radam_loop(s, param, grad, m, v):
+    p, g = _prologue(s, param, grad)
+    m[...] = s.beta1 * m + s.one_minus_beta1 * g
+    v[...] = s.beta2 * v + s.one_minus_beta2 * (g * g)
+    if s.rectified != 0:
+        param[...] = p - s.step_size * m / (np.sqrt(v) + s.eps)
+    else:
+        param[...] = p - s.step_size * m
+
+
+def lamb_pass_loop(s, param, grad, m, v):
+    p, g = _prologue(s, param, grad)
+    m_new = s.beta1 * m + s.one_minus_beta1 * g
+    v_new = s.beta2 * v + s.one_minus_beta2 * (g * g)
+    u = m_new * s.inv_bc1 / (np.sqrt(v_new) * s.rsqrt_bc2 + s.eps) + s.decay * p
+    if s.apply != 0:
+        m[...] = m_new
+        v[...] = v_new
+        param[...] = p - s.step_size * u
+        return 0.0, 0.0
+    return ordered_sum(_square(u)), ordered_sum(_square(p))
+
+
+def lion_loop(s, param, grad, m):
+    p, g = _prologue(s, param, grad)
+    c = s.beta1 * m + s.one_minus_beta1 * g
+    param[...] = p - s.lr * np.sign(c)
+    m[...] = s.beta2 * m + s.one_minus_beta2 * g
+
+
+def rprop_loop(s, param, grad, prev, step):
+    p, g = _prologue(s, param, grad)
+    product = g * prev
+    one = product.dtype.type(1)
+    factor = np.where(product > 0, s.eta_plus,
+                      np.where(product < 0, s.eta_minus, np.where(product == 0, one, product)))
+    size = step * factor
+    size = np.where(size < s.step_size_min, s.step_size_min,
+                    np.where(size > s.step_size_max, s.step_size_max, size))
+    g = np.where(factor == s.eta_minus, product.dtype.type(0), g)
+    step[...] = size
+    prev[...] = g
+    param[...] = p - np.sign(g) * size
+
+
+def asgd_loop(s, param, grad, ax):
+    p, g = _prologue(s, param, grad)
+    p = p * s.shrink
+    p = p - s.eta * g
+    param[...] = p
+    ax[...] = p if s.mu == 1 else ax + (p - ax) * s.mu
+
+
+def schedulefree_adamw_loop(s, param, grad, z, v):
+    p, g = _prologue(s, param, grad)
+    v[...] = s.beta2 * v + s.one_minus_beta2 * (g * g)
+    d = g / (np.sqrt(v * s.inv_bc2) + s.eps)
+    if s.decay != 0:
+        d = d + s.decay * p
+    p = p + s.ckp1 * (z - p)
+    param[...] = p + s.y_step * d
+    z[...] = z - s.lr * d
+
+
+def interpolate_loop(s, param, target):
+    param[...] = param + s.weight * (target - param)
+
+
+def ewma_loop(s, average, value):
+    average[...] = s.beta * average + s.one_minus_beta * value
+
+
+# -- reductions ---------------------------------------------------------------------------------
+
+def _square(x):
+    x = x.astype(np.float64).ravel()
+    return x * x
+
+
+def ordered_sum(terms):
+    """The sum of float64 ``terms`` in the C order: blocks of REDUCE_BLOCK, lane k of a block
+    adding elements k, k + 16, ... from 0 (a sequential cumsum), lanes combined pairwise,
+    blocks added in index order."""
+    terms = np.asarray(terms, dtype=np.float64).ravel()
+    if terms.size == 0:
+        return 0.0
+    blocks = -(-terms.size // REDUCE_BLOCK)
+    padded = np.zeros(blocks * REDUCE_BLOCK)
+    padded[:terms.size] = terms
+    lanes = np.cumsum(padded.reshape(blocks, REDUCE_BLOCK // REDUCE_LANES, REDUCE_LANES),
+                      axis=1)[:, -1, :]
+    while lanes.shape[1] > 1:
+        lanes = lanes[:, 0::2] + lanes[:, 1::2]
+    return float(np.cumsum(lanes[:, 0])[-1])
+
+
+def _nonfinite(x):
+    """0.0 when every element is finite, else NaN (the C sum of x*0)."""
+    return 0.0 if np.isfinite(x).all() else float("nan")
+
+
+def sum_squares_loop(s, x):
+    return ordered_sum(_square(x)), _nonfinite(x)
+
+
+def sum_abs_loop(s, x):
+    return ordered_sum(np.abs(x.astype(np.float64).ravel())), _nonfinite(x)
+
+
+def max_abs_loop(s, x):
+    return (float(np.max(np.abs(x))) if x.size else 0.0), _nonfinite(x)
+
+
+# the loop of each C kernel (csrc/kernels.c's registry), by the registry's name
+LOOPS = {
+    "sgd_step": sgd_loop,
+    "momentum_step": momentum_loop,
+    "adagrad_step": adagrad_loop,
+    "rmsprop_step": rmsprop_loop,
+    "adadelta_step": adadelta_loop,
+    "adam_step": adam_loop,
+    "adamax_step": adamax_loop,
+    "nadam_step": nadam_loop,
+    "radam_step": radam_loop,
+    "lamb_pass": lamb_pass_loop,
+    "lion_step": lion_loop,
+    "rprop_step": rprop_loop,
+    "asgd_step": asgd_loop,
+    "schedulefree_adamw_step": schedulefree_adamw_loop,
+    "interpolate_step": interpolate_loop,
+    "ewma_step": ewma_loop,
+    "sum_squares": sum_squares_loop,
+    "sum_abs": sum_abs_loop,
+    "max_abs": max_abs_loop,
+}
+
+globals().update(_bind.bind_all(run))
+
+
+# -- the EWMA of a series ------------------------------------------------------------------------
 
 def ewma_scan(average, series, *, beta, bias_correction=True, axis=0, threads=None):
     """The EWMA of a series along ``axis``, written to ``average`` (same shape and dtype).
@@ -216,7 +312,11 @@ def ewma_scan(average, series, *, beta, bias_correction=True, axis=0, threads=No
 
     A Python loop over time, vectorized over the other axes: the oracle, not the fast path.
     """
-    check_buffers(average, series, names=("average", "series"))
+    from fastoptim._kernel_specs import Role
+    groups = check_call((Role("average"), Role("series")), (average, series))
+    average, series = groups[0][0], groups[0][1]
+    if average.dtype not in (FLOAT32, FLOAT64) or series.dtype != average.dtype:
+        raise TypeError("average and series must both be float32 or both float64")
     axis = check_axis(series.ndim, axis)
     check_threads(threads)
     beta = float(beta)   # a NumPy float64 scalar would not be rounded to a float32 array's dtype

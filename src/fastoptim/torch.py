@@ -3,27 +3,30 @@
     >>> import fastoptim.torch
     >>> opt = fastoptim.torch.Adam(model.parameters(), lr=1e-3)   # was torch.optim.Adam
 
-Each class takes torch.optim's constructor arguments (param groups, per-group
-hyperparameters), keeps its state under torch.optim's names and layout (a float32
-``state[p]["step"]`` tensor, ``exp_avg``, ``momentum_buffer``, ``sum``, ...), and is a
-``torch.optim.Optimizer``: LR schedulers, ``zero_grad``, ``state_dict``/``load_state_dict``,
-``torch.save`` and ``ZeroRedundancyOptimizer`` work as with the originals, and a checkpoint
-moves between the two in both directions.
+Each class is a rule (fastoptim.rules) plus what this front end owns: param groups with
+per-group hyperparameters, torch.optim's state names and layout (a float32 ``state[p]["step"]``
+tensor, ``exp_avg``, ``momentum_buffer``, ...), ``state_dict``/``load_state_dict`` (a
+checkpoint moves between torch.optim and fastoptim.torch in both directions), LR schedulers,
+closures, ``GradScaler`` (its grad_scale and found_inf) and ``ZeroRedundancyOptimizer``.
 
-``step()`` views every tensor as a NumPy array without a copy (``tensor.detach().numpy()``)
-and hands the arrays to the kernel, which updates them in place. It accepts contiguous
-float32/float64 CPU tensors only; anything else (CUDA, float16/bfloat16, non-contiguous,
-sparse gradients) gets a TypeError/ValueError naming the parameter, raised before any
-tensor or state entry is touched. ``foreach`` and ``fused`` are accepted and ignored (the
-kernel is one fused pass either way); ``capturable`` and ``differentiable`` are refused.
-Extra keyword arguments: ``backend`` ("auto", "c", "numpy", as fastoptim.Adam) and
-``threads`` (kernel threads; None = all cores).
+A step works per param group from a cached plan: the params and their state checked once,
+flat NumPy views of them (dense layouts such as channels_last included) and their
+addresses, rebuilt only when a tensor moves. Each step adds the gradients' addresses and
+runs one kernel call per distinct step number (normally one per group) with the GIL
+released; the per-param step counters of a group live side by side in one tensor, so they
+advance in one operation. Every check of every group runs before the first write, and
+Ctrl-C is held back until params, state and counters are all updated.
 
-Results equal torch.optim's up to rounding, not bit for bit: torch writes the moment
-updates with lerp/addcmul/addcdiv and divides by sqrt(bc2) where the kernels multiply by
-its reciprocal (DESIGN.md).
+Accepted: dense CPU tensors of float32, float64, bfloat16 and float16 (bfloat16/float16 as
+torch's fused optimizers do: state in the param's dtype, math in float32; or with
+``master_weights=True``: float32 master params and state, the params written back rounded
+in the same pass). Refused with a TypeError/ValueError naming the parameter, before anything
+changes: other devices and dtypes, overlapping layouts, sparse gradients, ``capturable=True``,
+``differentiable=True``. ``foreach``/``fused`` are accepted and ignored (the kernel is one
+fused pass either way). A gradient whose layout differs from its param's is copied into the
+param's layout first.
 """
-from typing import NamedTuple
+import math
 
 import numpy as np
 
@@ -33,10 +36,40 @@ except ImportError as exc:  # torch is optional: only this module needs it
     raise ImportError("fastoptim.torch needs PyTorch, which is not installed; "
                       "install it with `pip install torch==2.13.0`") from exc
 
+from fastoptim import _interrupts, _kernel_specs, rules
 from fastoptim._backend import resolve_backend
-from fastoptim._checks import FLOAT_DTYPES, check_buffers, check_threads
+from fastoptim._checks import (
+    BFLOAT16,
+    FLOAT64,
+    ROUNDINGS,
+    check_choice,
+    check_dtype_name,
+    check_flag,
+    check_nonnegative,
+    check_real,
+    check_seed,
+    check_threads,
+)
+from fastoptim.optimizers import total_norm
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
+__all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam",
+           "RAdam", "Rprop", "ASGD", "Lion", "LAMB", "ScheduleFreeAdamW"]
+
+_TORCH_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                 torch.float16: np.dtype(np.float16), torch.bfloat16: BFLOAT16}
+_FROM_NUMPY = {v: k for k, v in _TORCH_DTYPES.items()}
+# torch.optim's flags: foreach and fused are accepted and ignored, the others refused
+_TORCH_FLAGS = (("foreach", None), ("fused", None), ("capturable", False),
+                ("differentiable", False))
+# this front end's options (their meaning: help(fastoptim.Optimizer))
+_OPTIONS = (("backend", "auto"), ("threads", None), ("master_weights", False),
+            ("state_dtype", None), ("rounding", "nearest"), ("seed", 0),
+            ("max_grad_norm", None), ("norm_type", 2.0), ("check_finite", False),
+            ("on_nonfinite", "raise"))
+
+
+_NO_STATE = {}     # the state of a param whose optimizer keeps none (plain SGD)
+
 
 def _step_dtype():
     """The dtype torch.optim gives state["step"] (float32 unless the default is float64)."""
@@ -44,25 +77,38 @@ def _step_dtype():
 
 
 def _scalar(value):
-    """A hyperparameter as a Python float (torch allows 1-element tensors for lr, betas)."""
-    return float(value)
+    """A hyperparameter as Python data: 1-element tensors (torch allows them for lr and
+    betas) become numbers, pairs become tuples."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, list):
+        return tuple(_scalar(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(_scalar(v) for v in value)
+    return value
 
 
-def _numpy_view(tensor, what):
-    """A NumPy array over the tensor's own memory (``detach().numpy()`` never copies, and
-    we check that it did not), or the error that says why there is none."""
-    try:
-        array = tensor.detach().numpy()
-    except (AttributeError, RuntimeError, TypeError):  # sparse, CUDA, conjugate bit, ...
-        array = None
-    if (array is None or array.dtype not in FLOAT_DTYPES or not array.flags.c_contiguous
-            or (array.size and array.ctypes.data != tensor.data_ptr())):
-        _refuse(tensor, what)
-    return array
+def _is_dense(tensor):
+    """No overlap and no gap in some order of the dimensions (contiguous, channels_last,
+    permuted): the elements fill numel() consecutive slots from data_ptr()."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(tensor.shape, tensor.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
-def _refuse(tensor, what):
-    """Raise the error that says why the tensor has no zero-copy float32/float64 view."""
+def _flat_view(tensor):
+    """A 1-D NumPy array over the tensor's memory, in memory order (never a copy)."""
+    flat = torch.as_strided(tensor.detach(), (tensor.numel(),), (1,))
+    if tensor.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(BFLOAT16)
+    return flat.numpy()
+
+
+def _check_tensor(tensor, what):
+    """A tensor the kernels may update in place, or the error that says why not."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.layout != torch.strided:
@@ -71,87 +117,128 @@ def _refuse(tensor, what):
     if tensor.device.type != "cpu":
         raise TypeError(f"{what} is on {tensor.device}; fastoptim.torch updates CPU tensors "
                         "only (use torch.optim on accelerators)")
-    if tensor.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{what} has dtype {tensor.dtype}; fastoptim.torch supports "
-                        "torch.float32 and torch.float64")
-    if not tensor.is_contiguous():
-        raise ValueError(f"{what} is not contiguous (shape {tuple(tensor.shape)}, strides "
-                         f"{tensor.stride()}); the kernels update contiguous memory in place")
-    raise ValueError(f"{what} cannot be viewed as a NumPy array without a copy "
-                     f"(conjugate or negative bit: {tensor.is_conj()}, {tensor.is_neg()})")
+    if tensor.dtype not in _TORCH_DTYPES:
+        raise TypeError(f"{what} has dtype {tensor.dtype}; fastoptim.torch supports float32, "
+                        "float64, bfloat16 and float16")
+    if tensor.is_conj() or tensor.is_neg():
+        raise ValueError(f"{what} is a conjugate or negative view; call .resolve_conj() / "
+                         ".resolve_neg() first")
+    if not _is_dense(tensor):
+        raise ValueError(f"{what} is not dense (shape {tuple(tensor.shape)}, strides "
+                         f"{tensor.stride()}): its elements overlap or leave gaps")
 
 
-def _check_nonnegative(**values):
-    for name, value in values.items():
-        if not 0.0 <= value:  # also refuses NaN
-            raise ValueError(f"Invalid {name}: {value} (must be >= 0)")
+def _position(group, p):
+    """The index of param p in its group (for messages: only computed when raising)."""
+    return next(i for i, q in enumerate(group["params"]) if q is p)
 
 
-def _check_below_one(**values):
-    for name, value in values.items():
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"Invalid {name}: {value} (must be in [0, 1))")
+def _param_name(group, g, i):
+    names = group.get("param_names")
+    where = f"param {i} of param group {g}"
+    return f"param {names[i]!r} ({where})" if names else where
 
 
-class _Views(NamedTuple):
-    """NumPy views of the tensors one update writes: the param, its state buffers and its
-    step counter. They stay valid while each tensor keeps its memory and layout."""
+class _Plan:
+    """A param group's tensors as the kernels see them, valid while every tensor keeps its
+    memory (``fingerprint``): flat views and addresses of the params (float32 masters with
+    master_weights), their state buffers and param copies, and the group's counters."""
 
-    layout: list  # _layout() of each tensor, when the views were made
-    spans: list  # (first byte, end) of each written tensor, to test the grad against
-    param: np.ndarray
-    state: dict
-    step: np.ndarray  # 0-d view of state["step"]; None for SGD
-
-
-def _layout(tensor):
-    return tensor.data_ptr(), tensor.dtype, tensor.shape, tensor.stride()
-
-
-def _span(tensor):
-    start = tensor.data_ptr()
-    return start, start + tensor.numel() * tensor.element_size()
-
-
-def _grad_fits(grad, param, spans):
-    """The kernel's rules for a grad -- the param's dtype and shape, no memory shared with
-    a tensor the kernel writes -- in torch's terms, cheap enough for every step."""
-    start, end = _span(grad)
-    return (grad.dtype == param.dtype and grad.shape == param.shape
-            and not any(first < end and start < last for first, last in spans))
+    def __init__(self, params, keys):
+        self.params = params            # the params stepped, in group order
+        self.keys = keys                # the state buffer names
+        self.views = {}                 # "param", "copy", buffer name -> flat views
+        self.addresses = {}             # the same -> int64 array of data addresses
+        self.dtypes = {}                # the same -> int32 array of dtype codes
+        self.n = None                   # elements of each param
+        self.counters = {}              # "step", "mu_product", ... -> float array view
+        self.pending = []               # (param, {state entries}) to insert at commit
+        self.states = []                # each param's state dict, once committed
+        self.strides = [p.stride() for p in params]
+        self.fingerprint = None
 
 
-class _KernelOptimizer(torch.optim.Optimizer):
-    """A torch.optim.Optimizer whose step runs one fastoptim kernel per parameter.
+class _Grads:
+    """A group's gradients this step: the tensors, their addresses and, made when first
+    needed, their flat views."""
 
-    A subclass gives ``_check_group(group)`` (the constructor's checks), ``_state_names(group)``
-    (its state buffers, in torch's order) and ``_update(kernels, group, param, grad, state,
-    step)``, which maps the group's hyperparameters to one kernel call on NumPy views.
-    step() first prepares every parameter of every group -- views, checks, the state torch
-    would create lazily, the next step count -- and only then runs the kernels, so a refused
-    tensor leaves all params and all state as they were.
-    """
+    def __init__(self, tensors, addresses):
+        self.tensors = tensors
+        self.addresses = addresses
+        self._views = None
 
-    _counts_steps = True  # keeps torch's state["step"]; SGD does not
+    @property
+    def views(self):
+        if self._views is None:
+            self._views = [_flat_view(t) for t in self.tensors]
+        return self._views
 
-    def __init__(self, params, defaults, backend="auto", threads=None):
-        resolve_backend(backend)  # refuse a bad name (or a missing build for "c") now
-        check_threads(threads)
-        self.backend = backend
-        self.threads = threads
-        self._views = {}  # param -> _Views, kept from one step to the next
+
+class _Optimizer(torch.optim.Optimizer):
+    """A torch.optim.Optimizer whose step runs one fastoptim rule (the class's ``rule``)."""
+
+    rule = None
+    _step_supports_amp_scaling = True   # GradScaler hands over grad_scale and found_inf
+    _group_scalars = False              # the rule's scalars live in the param group, not
+                                        # in each param's state (Schedule-Free)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        rule = cls.__dict__.get("rule")
+        if rule is None:
+            return
+        cls.__signature__ = rule.signature(_TORCH_FLAGS + _OPTIONS)
+        like = f"torch.optim.{rule.torch_name}" if rule.torch_name else "a torch.optim"
+        cls.__doc__ = (f"{rule.summary}\n\n{rule.formula}\n\nAs {like} optimizer, running "
+                       "fastoptim's kernels (see fastoptim.torch). Hyperparameters:\n"
+                       + "\n".join(f"    {h.name}={h.default!r}: {h.doc}"
+                                   for h in rule.hyperparameters)
+                       + "\nOptions beyond torch.optim (see help(fastoptim.Optimizer)): "
+                       + ", ".join(f"{n}={d!r}" for n, d in _OPTIONS))
+
+    def __init__(self, params, *args, **kwargs):
+        defaults = self.rule.bind(type(self).__signature__,
+                                  f"fastoptim.torch.{type(self).__name__}", (params, *args), kwargs)
+        params = defaults.pop("params")
+        options = {name: defaults.pop(name) for name, _ in _OPTIONS}
+        resolve_backend(options["backend"])    # refuse a bad name (or a missing build) now
+        self.backend = options["backend"]
+        self.threads = check_threads(options["threads"]) or None
+        self.master_weights = check_flag("master_weights", options["master_weights"])
+        self.state_dtype = (None if options["state_dtype"] is None
+                            else check_dtype_name("state_dtype", options["state_dtype"]))
+        self.rounding = check_choice("rounding", options["rounding"], ROUNDINGS)
+        self.seed = check_seed(options["seed"])
+        self.max_grad_norm = (None if options["max_grad_norm"] is None
+                              else check_nonnegative("max_grad_norm", options["max_grad_norm"]))
+        self.norm_type = check_real("norm_type", options["norm_type"])
+        if self.norm_type not in (1.0, 2.0, math.inf):
+            raise ValueError(f"norm_type must be 1, 2 or inf, got {options['norm_type']!r}")
+        self.check_finite = check_flag("check_finite", options["check_finite"])
+        self.on_nonfinite = check_choice("on_nonfinite", options["on_nonfinite"],
+                                         ("raise", "skip"))
+        self._plans = {}
+        self._steps_taken = 0   # keys stochastic rounding for rules without step counters
+        if self._group_scalars:
+            h = self.rule.checked({**self.rule.defaults(),
+                                   **{k: _scalar(v) for k, v in defaults.items()
+                                      if k in self.rule.defaults()}})
+            defaults.update(self.rule.scalars(h))
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._check_group(group)
+        for g, group in enumerate(self.param_groups):
+            self._hyperparameters(group, g)
 
-    def __getstate__(self):  # torch's pickles only defaults, state and param_groups
-        return {**super().__getstate__(), "backend": self.backend, "threads": self.threads}
+    def __getstate__(self):     # torch pickles only defaults, state and param_groups
+        state = super().__getstate__()
+        state.update({name: getattr(self, name) for name, _ in _OPTIONS})
+        return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self.__dict__.setdefault("backend", "auto")
-        self.__dict__.setdefault("threads", None)
-        self.__dict__.setdefault("_views", {})
+        for name, default in _OPTIONS:
+            self.__dict__.setdefault(name, default)
+        self.__dict__.setdefault("_steps_taken", 0)
+        self._plans = {}
         for param_state in self.state.values():  # as torch: old checkpoints hold float steps
             if "step" in param_state and not torch.is_tensor(param_state["step"]):
                 param_state["step"] = torch.tensor(float(param_state["step"]),
@@ -160,268 +247,456 @@ class _KernelOptimizer(torch.optim.Optimizer):
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
 
+    def load_state_dict(self, state_dict):
+        """torch.optim's load_state_dict, then checks that every hyperparameter is valid and
+        every param's state holds the buffers its group needs (as torch.optim would fail on a
+        missing one); on failure the optimizer keeps its previous state."""
+        saved_state, saved_groups = self.state, [dict(g) for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        try:
+            for g, group in enumerate(self.param_groups):
+                h = self._hyperparameters(group, g)
+                needed = [n for n, _ in self.rule.state(h)]
+                if self.rule.counts_steps:
+                    needed.append("step")
+                if self.master_weights:
+                    needed.append("master_param")
+                for i, p in enumerate(group["params"]):
+                    st = self.state.get(p)
+                    if not st:
+                        continue
+                    missing = [n for n in needed if n not in st]
+                    if missing:
+                        raise ValueError(f"state_dict: the state of {_param_name(group, g, i)}"
+                                         f" lacks {missing}")
+                    for key in needed:
+                        value = st[key]
+                        if not torch.is_tensor(value):
+                            raise TypeError(f"state_dict: state[{key!r}] of "
+                                            f"{_param_name(group, g, i)} is not a tensor")
+                        if key == "step" and (value.numel() != 1
+                                              or not 0 <= float(value) < 2**53):
+                            raise ValueError(f"state_dict: state['step'] of "
+                                             f"{_param_name(group, g, i)} must be one number "
+                                             f">= 0, got {value!r}"[:300])
+        except BaseException:
+            self.state = saved_state
+            for group, old in zip(self.param_groups, saved_groups):
+                group.clear()
+                group.update(old)
+            raise
+        finally:
+            self._plans = {}
+
+    def __repr__(self):
+        return "fastoptim.torch." + super().__repr__()
+
+    # -- hyperparameters ---------------------------------------------------------------------
+
+    def _hyperparameters(self, group, g):
+        """The group's hyperparameters checked by the rule; torch's flags refused or ignored."""
+        for flag in ("capturable", "differentiable"):
+            if group.get(flag):
+                raise ValueError(f"fastoptim.torch.{type(self).__name__} does not support "
+                                 f"{flag}=True (param group {g})")
+        try:
+            return self.rule.checked({h.name: _scalar(group[h.name])
+                                      for h in self.rule.hyperparameters})
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"param group {g}: {exc}") from None
+
+    def _scalar_names(self, h):
+        return [] if self._group_scalars else list(self.rule.scalars(h))
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def _fingerprint(self, plan):
+        """Where the plan's tensors live: the state mapping, each param's memory, and each
+        tensor of each param's state (load_state_dict, which replaces them all, also drops
+        the plans)."""
+        prints = [id(self.state)]
+        prints += [p.data_ptr() for p in plan.params]
+        for st in plan.states:
+            prints += map(id, st.values())
+        return prints
+
+    def _plan(self, g, group, active, h, codes):
+        """The group's plan for these params: the cached one while nothing moved. ``codes``:
+        the compiled backend's dtype codes (None with the NumPy backend)."""
+        keys = [name for name, _ in self.rule.state(h)]
+        plan = self._plans.get(g)
+        if (plan is not None and plan.keys == keys and len(plan.params) == len(active)
+                and all(a is b for a, b in zip(plan.params, active))
+                and (plan.dtypes or codes is None)
+                and self._fingerprint(plan) == plan.fingerprint):
+            plan.pending = []
+            return plan
+        return self._build_plan(g, group, active, h, keys, codes)
+
+    def _build_plan(self, g, group, params, h, keys, codes):
+        """Check every tensor; make the state torch would create lazily (inserted at commit),
+        the flat views and addresses, and the group's shared counters."""
+        initial = dict(self.rule.state(h))
+        master = self.master_weights
+        counters = (["step"] if self.rule.counts_steps else []) + self._scalar_names(h)
+        plan = _Plan(params, keys)
+        columns = ["param"] + keys + (["copy"] if master else [])
+        views = {name: [] for name in columns}
+        merged_states = []
+        for p in params:
+            name = _param_name(group, g, _position(group, p))
+            _check_tensor(p, name)
+            if master and p.dtype not in (torch.bfloat16, torch.float16):
+                raise TypeError(f"{name}: master_weights=True keeps float32 copies of "
+                                f"bfloat16/float16 params; this one is {p.dtype}")
+            st = self.state.get(p, {})
+            fresh = {}      # torch's order: the counters (filled in below), then buffers
+            for key in counters:
+                if key not in st:
+                    fresh[key] = None
+            if master and "master_param" not in st:
+                fresh["master_param"] = p.detach().to(
+                    torch.float32, memory_format=torch.preserve_format, copy=True)
+            stepped = fresh.get("master_param", st.get("master_param", p))
+            for key in keys:
+                old = st.get(key)
+                if old is None:
+                    fresh[key] = self._new_buffer(p, stepped, initial[key])
+                elif (not torch.is_tensor(old) or old.shape != p.shape
+                      or old.stride() != p.stride()):
+                    # e.g. a contiguous buffer loaded for a channels_last param: the same
+                    # values in the param's layout
+                    _check_tensor(old, f"state[{key!r}] of {name}")
+                    if old.shape != p.shape:
+                        raise ValueError(f"state[{key!r}] of {name} has shape "
+                                         f"{tuple(old.shape)}, the param {tuple(p.shape)}")
+                    fresh[key] = torch.empty_like(p, dtype=old.dtype).copy_(old)
+            merged = {**st, **fresh}
+            for key in keys + (["master_param"] if master else []):
+                _check_tensor(merged[key], f"state[{key!r}] of {name}")
+                if (merged[key].dtype == torch.float64) != (p.dtype == torch.float64):
+                    raise TypeError(f"state[{key!r}] of {name} is {merged[key].dtype} but "
+                                    f"the param is {p.dtype}")
+            views["param"].append(_flat_view(merged["master_param"] if master else p))
+            if master:
+                views["copy"].append(_flat_view(p))
+            for key in keys:
+                views[key].append(_flat_view(merged[key]))
+            merged_states.append((p, fresh, merged))
+        # the group's counters (torch's per-param "step", NAdam's "mu_product", ...) side by
+        # side in one tensor each: state[p][name] becomes a view of its element
+        start = self.rule.scalars(h)
+        for key in counters:
+            values = [(0.0 if key == "step" else start[key]) if m[key] is None else m[key].item()
+                      for _, _, m in merged_states]
+            shared = torch.tensor(values, dtype=_step_dtype())
+            for (_, fresh, merged), view in zip(merged_states, shared.unbind()):
+                fresh[key] = merged[key] = view
+            plan.counters[key] = shared.numpy()
+        for name in columns:
+            plan.views[name] = views[name]
+            plan.addresses[name] = np.array([v.ctypes.data for v in views[name]], np.int64)
+            if codes is not None:   # the compiled backend's table (_run)
+                plan.dtypes[name] = np.array([codes[v.dtype] for v in views[name]], np.int32)
+        plan.n = np.array([p.numel() for p in params], np.int64)
+        # the written memory, sorted: no two pieces may overlap, and each step's gradients
+        # are checked against it (_grads) before anything is written
+        starts = np.concatenate([plan.addresses[c] for c in columns])
+        ends = starts + np.concatenate([[v.nbytes for v in views[c]] for c in columns]).astype(
+            np.int64)
+        order = np.argsort(starts, kind="stable")
+        plan.written = (starts[order], ends[order])
+        if (ends[order][:-1] > starts[order][1:]).any():
+            self._explain_overlap(plan, None, None, g, group)
+        plan.pending = [(p, fresh) for p, fresh, _ in merged_states if fresh]
+        return plan
+
+    def _new_buffer(self, p, stepped, initial):
+        dtype = self._state_dtype(p)
+        if initial == "param":
+            return stepped.detach().to(dtype, memory_format=torch.preserve_format, copy=True)
+        return torch.full_like(p, initial, dtype=dtype, memory_format=torch.preserve_format)
+
+    def _state_dtype(self, p):
+        if self.state_dtype is None:
+            return torch.float32 if self.master_weights else p.dtype
+        if (p.dtype == torch.float64) != (self.state_dtype == FLOAT64):
+            raise TypeError(f"state_dtype {self.state_dtype} does not go with a {p.dtype} "
+                            "param: float64 params keep float64 state, others float32, "
+                            "bfloat16 or float16")
+        return _FROM_NUMPY[self.state_dtype]
+
+    # -- stepping ----------------------------------------------------------------------------
+
+    @torch.no_grad()
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns closure()'s loss, if any."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) > 0:
+            return loss                 # GradScaler saw inf/NaN: skip, as torch's fused do
+        grad_scale = getattr(self, "grad_scale", None)
+        factor = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
         kernels = resolve_backend(self.backend)
-        views, updates = {}, []
+        compiled = kernels.__name__ == "fastoptim.kernels"
+
+        # 1. check everything and gather the calls; nothing is written here
+        work = []
         for g, group in enumerate(self.param_groups):
-            self._check_group(group)
-            for i, param in enumerate(group["params"]):
-                if param.grad is not None:
-                    name = self._param_name(group, g, i)
-                    updates.append(self._prepare(group, name, param, views))
-        self._views = views  # only the params stepped now: no stale memory kept alive
-        for group, param, created, tensors, view, grad, step in updates:
-            if created:
-                self.state[param].update(created)
-            if view.step is not None:
-                view.step[()] = step  # torch's `state["step"] += 1`, in its dtype
-            self._update(kernels, group, view.param, grad, view.state, int(step))
-            torch.autograd.graph.increment_version(tensors)  # autograd sees the write
+            h = self._hyperparameters(group, g)
+            active = [p for p in group["params"] if p.grad is not None]
+            if active:
+                plan = self._plan(g, group, active, h,
+                                  kernels.DTYPE_CODES if compiled else None)
+                grads = self._grads(g, group, plan)
+                work.append((g, group, h, plan, grads))
+        if not work:
+            return loss
+        if self.check_finite or self.max_grad_norm is not None:
+            views = [v for *_, grads in work for v in grads.views]
+            sums = kernels.norms(views, norm_type=self.norm_type, threads=self.threads)
+            if self.check_finite and not all(f == 0 for f in sums[:, 1]):
+                if self.on_nonfinite == "raise":
+                    raise FloatingPointError("a gradient holds NaN or inf (check_finite=True): "
+                                             "the step was not taken and nothing changed")
+                return loss
+            if self.max_grad_norm is not None:
+                total = total_norm(sums[:, 0], self.norm_type) * factor
+                factor *= min(1.0, self.max_grad_norm / (total + 1e-6))
+        calls = [self._calls(g, group, h, plan) for g, group, h, plan, _ in work]
+
+        # 2. write: new state, the kernels, the counters -- with Ctrl-C held back
+        with _interrupts.deferred():
+            for (g, group, h, plan, grads), group_calls in zip(work, calls):
+                for p, fresh in plan.pending:
+                    self.state[p].update(fresh)     # (self.state makes the dict if new)
+                for kernel, buffers, kwargs, scalars, members in group_calls:
+                    self._run(kernels, compiled, kernel, plan, grads, buffers, members,
+                              dict(kwargs, grad_factor=factor, rounding=self.rounding,
+                                   seed=self.seed, threads=self.threads))
+                    self._advance(group, plan, scalars, members)
+                if plan.fingerprint is None or plan.pending:
+                    plan.states = [self.state.get(p, _NO_STATE) for p in plan.params]
+                    plan.fingerprint = self._fingerprint(plan)
+                    self._plans[g] = plan
+                torch.autograd.graph.increment_version(plan.params)
+            self._steps_taken += 1
         return loss
 
-    def _prepare(self, group, name, param, views):
-        """Views, checks, new state and next step count for one param; writes nothing."""
-        state = self.state.get(param, {})
-        created = self._new_state(group, param, state)
-        full = {**state, **created}
-        keys = self._state_names(group)
-        tensors = [param] + [full[key] for key in keys]
-        step_tensor = full["step"] if self._counts_steps else None
-        layout = [_layout(t) for t in tensors]
-        if step_tensor is not None:
-            layout.append(_layout(step_tensor))
-        view = self._views.get(param)
-        fresh = view is None or view.layout != layout
-        if fresh:
-            view = self._make_views(name, keys, tensors, step_tensor, layout)
-        grad_array = _numpy_view(param.grad, f"the grad of {name}")
-        # the kernel's own rules: in full for new views, else the grad's part in torch terms
-        if fresh or not _grad_fits(param.grad, param, view.spans):
-            check_buffers(view.param, grad_array, [f"state[{key!r}] of {name}" for key in keys],
-                          [view.state[key] for key in keys], names=(name, f"the grad of {name}"))
-        views[param] = view
-        step = self._step_number(view, created)
-        if not step >= 1:
-            raise ValueError(f"state['step'] of {name} is {step - 1}; it must be >= 0")
-        return group, param, created, tensors, view, grad_array, step
+    def _grads(self, g, group, plan):
+        """The gradients in their params' layout (one in another layout is copied into the
+        param's), checked, and checked not to share memory with what the step writes."""
+        tensors = []
+        strided = torch.strided
+        for i, p in enumerate(plan.params):
+            grad = p.grad
+            if (grad.layout is not strided or grad.dtype is not p.dtype
+                    or grad.stride() != plan.strides[i]):
+                name = _param_name(group, g, _position(group, p))
+                _check_tensor(grad, f"the grad of {name}")
+                if grad.dtype != p.dtype or grad.shape != p.shape:
+                    raise TypeError(f"the grad of {name} is {grad.dtype}{list(grad.shape)}, "
+                                    f"the param {p.dtype}{list(p.shape)}")
+                grad = torch.empty_like(p).copy_(grad)
+            tensors.append(grad)
+        addresses = np.fromiter((t.data_ptr() for t in tensors), np.int64, len(tensors))
+        grads = _Grads(tensors, addresses)
+        # a gradient may not share memory with anything the step writes
+        starts, ends = plan.written
+        grad_ends = addresses + plan.n * tensors[0].element_size()
+        before = np.searchsorted(starts, grad_ends, side="left") - 1
+        if ((before >= 0) & (ends[before.clip(0)] > addresses) & (plan.n > 0)).any():
+            self._explain_overlap(plan, grads, None, g, group)
+        return grads
 
-    @staticmethod
-    def _make_views(name, keys, tensors, step_tensor, layout):
-        arrays = [_numpy_view(t, what) for t, what in
-                  zip(tensors, [name] + [f"state[{key!r}] of {name}" for key in keys])]
-        step = None
-        if step_tensor is not None:
-            if step_tensor.device.type != "cpu" or step_tensor.numel() != 1:
-                raise ValueError(f"state['step'] of {name} must be a one-element CPU tensor")
-            step = step_tensor.detach().numpy()
-        return _Views(layout, [_span(t) for t in tensors], arrays[0],
-                      dict(zip(keys, arrays[1:])), step)
+    def _calls(self, g, group, h, plan):
+        """A group's kernel calls: one per distinct (step, scalars) among its params (one,
+        unless params joined the group at different times)."""
+        names = (["step"] if "step" in plan.counters else []) + self._scalar_names(h)
+        columns = [plan.counters[name] for name in names]
+        fresh_buffer = None
+        if not self.rule.counts_steps and plan.keys:   # torch's SGD: b <- g when b is new
+            new = {id(p) for p, fresh in plan.pending if any(k in fresh for k in plan.keys)}
+            fresh_buffer = np.array([id(p) in new for p in plan.params])
+            columns.append(fresh_buffer)
+        if columns and len(plan.params) > 1 and any((c != c[0]).any() for c in columns):
+            by_key = {}
+            for i, key in enumerate(zip(*[c.tolist() for c in columns])):
+                by_key.setdefault(key, []).append(i)
+            member_lists = list(by_key.values())
+        else:
+            member_lists = [None]       # every param of the group
+        param_index = sum(len(gr["params"]) for gr in self.param_groups[:g])
+        calls = []
+        for members in member_lists:
+            first = 0 if members is None else members[0]
+            if "step" in plan.counters:
+                step = int(plan.counters["step"][first]) + 1
+            elif self._group_scalars:
+                step = int(group["k"]) + 1
+            else:
+                step = self._steps_taken + 1
+            if self._group_scalars:
+                scalars = {k: group[k] for k in self.rule.scalars(h)}
+            else:
+                scalars = {k: float(plan.counters[k][first]) for k in self._scalar_names(h)}
+            call = self.rule.kernel(h, h["lr"], step, scalars)
+            kwargs = dict(call.kwargs, param_index=param_index)
+            if fresh_buffer is not None and call.kernel == "momentum_step":
+                kwargs["first_step"] = bool(fresh_buffer[first])
+            calls.append((call.kernel, call.buffers, kwargs, call.scalars, members))
+        return calls
 
-    def _new_state(self, group, param, state):
-        """The state entries torch.optim would create for this param now (none once it has
-        them): a zero step counter, then each buffer filled with its initial value."""
-        created = {}
-        if self._counts_steps and "step" not in state:
-            created["step"] = torch.tensor(0.0, dtype=_step_dtype())
-        for key in self._state_names(group):
-            if key not in state:
-                created[key] = torch.full_like(param, self._initial_value(key),
-                                               memory_format=torch.preserve_format)
-        return created
+    def _run(self, kernels, compiled, kernel, plan, grads, buffers, members, kwargs):
+        """One kernel call over the plan's params (or the ``members`` among them)."""
+        def pick(column):
+            return column if members is None else [column[i] for i in members]
 
-    def _step_number(self, view, created):
-        """The step this update makes: torch's counter plus one, in the counter's dtype
-        (a NumPy scalar; the kernels get it as an int)."""
-        return view.step + 1
+        def arrays():
+            copy = plan.views.get("copy")
+            return ([pick(plan.views["param"]), pick(grads.views)]
+                    + [None if b is None else pick(plan.views[b]) for b in buffers],
+                    None if copy is None else pick(copy))
 
-    def _initial_value(self, key):
-        return 0.0
-
-    @staticmethod
-    def _param_name(group, g, i):
-        names = group.get("param_names")
-        where = f"param {i} of param group {g}"
-        return f"param {names[i]!r} ({where})" if names else where
-
-    def _check_group(self, group):
-        for flag in ("capturable", "differentiable"):
-            if group.get(flag):
-                raise ValueError(f"{type(self).__name__} from fastoptim.torch does not "
-                                 f"support {flag}=True")
-        _check_nonnegative(lr=_scalar(group["lr"]), weight_decay=_scalar(group["weight_decay"]))
-
-    def _state_names(self, group):
-        return ()
-
-    def _update(self, kernels, group, param, grad, state, step):
-        raise NotImplementedError
-
-
-class Adam(_KernelOptimizer):
-    """torch.optim.Adam on fastoptim's adam_step (adamw_step with decoupled_weight_decay).
-
-    m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g*g;  amsgrad: vmax <- max(vmax, v)
-    p <- p - (lr/bc1)*m / (sqrt(v)*(1/sqrt(bc2)) + eps),  bc1 = 1 - b1^t, bc2 = 1 - b2^t
-    """
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False,
-                 backend="auto", threads=None):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
-                        capturable=capturable, differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=decoupled_weight_decay)
-        super().__init__(params, defaults, backend, threads)
-
-    def _check_group(self, group):
-        super()._check_group(group)
-        beta1, beta2 = group["betas"]
-        _check_nonnegative(eps=group["eps"])
-        _check_below_one(**{"betas[0]": _scalar(beta1), "betas[1]": _scalar(beta2)})
-
-    def _state_names(self, group):
-        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
-
-    def _update(self, kernels, group, param, grad, state, step):
-        kernel = kernels.adamw_step if group["decoupled_weight_decay"] else kernels.adam_step
-        beta1, beta2 = group["betas"]
-        kernel(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-               lr=_scalar(group["lr"]), step=step, beta1=_scalar(beta1), beta2=_scalar(beta2),
-               eps=group["eps"], weight_decay=_scalar(group["weight_decay"]),
-               maximize=group["maximize"], threads=self.threads)
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW: p <- p*(1 - lr*wd) first (decoupled), then Adam without L2."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None, backend="auto", threads=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, capturable=capturable,
-                         differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, backend=backend, threads=threads)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:  # as torch: a loaded AdamW group stays decoupled
-            group["decoupled_weight_decay"] = True
-
-
-class SGD(_KernelOptimizer):
-    """torch.optim.SGD on fastoptim's sgd_step, or momentum_step (form="torch").
-
-    b <- g on the first step, else b <- mu*b + (1-d)*g;  p <- p - lr*(g + mu*b if nesterov
-    else b);  without momentum p <- p - lr*g.  Like torch, no step counter is kept: the
-    momentum buffer is created from the first gradient.
-    """
-
-    _counts_steps = False
-
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, backend="auto", threads=None):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                        foreach=foreach, differentiable=differentiable, fused=fused)
-        super().__init__(params, defaults, backend, threads)
-
-    def _check_group(self, group):
-        super()._check_group(group)
-        _check_nonnegative(momentum=group["momentum"])
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-
-    def _state_names(self, group):
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def _step_number(self, view, created):
-        # momentum_step's step 1 sets b <- g, as torch's first step copies the grad
-        return 1 if "momentum_buffer" in created else 2
-
-    def _update(self, kernels, group, param, grad, state, step):
-        lr = _scalar(group["lr"])
-        if group["momentum"] == 0:
-            kernels.sgd_step(param, grad, lr=lr, weight_decay=_scalar(group["weight_decay"]),
-                             maximize=group["maximize"], threads=self.threads)
+        if not compiled:
+            arguments, copy = arrays()
+            getattr(kernels, kernel)(*arguments, param_copy=copy, **kwargs)
             return
-        kernels.momentum_step(param, grad, state["momentum_buffer"], lr=lr,
-                              momentum=group["momentum"], step=step,
-                              dampening=group["dampening"], nesterov=group["nesterov"],
-                              weight_decay=_scalar(group["weight_decay"]),
-                              maximize=group["maximize"], threads=self.threads)
+        # the compiled backend: a table of addresses, one row per param
+        rows = slice(None) if members is None else members
+        columns = ["param", "grad"] + list(buffers) + ["copy"]
+        count = len(plan.n) if members is None else len(members)
+        table = np.zeros((count, len(columns)), np.int64)
+        codes = np.zeros((count, len(columns)), np.int32)
+        for c, name in enumerate(columns):
+            if name == "grad":
+                table[:, c] = grads.addresses[rows]
+                codes[:, c] = plan.dtypes["copy" if self.master_weights else "param"][rows]
+            elif name is not None and name in plan.addresses:
+                table[:, c] = plan.addresses[name][rows]
+                codes[:, c] = plan.dtypes[name][rows]
+        n = np.ascontiguousarray(plan.n[rows])
+
+        def run(spec_kernel, _buffers, scalars, param_copy=None, **options):
+            return kernels.run_table(spec_kernel, table, codes, n, scalars, **options)
+
+        function, _ = _kernel_specs.FUNCTIONS[kernel]
+        function(run, "param", "grad", *buffers, **kwargs)
+
+    def _explain_overlap(self, plan, grads, members, g, group):
+        """Raise the ValueError that names two tensors of a step sharing memory (written
+        ones with each other, or a gradient with a written one)."""
+        spans = []
+        for i in range(len(plan.params)) if members is None else members:
+            name = _param_name(group, g, _position(group, plan.params[i]))
+            labeled = [(plan.views["param"][i], name, True)]
+            if grads is not None:
+                labeled.append((grads.views[i], f"the grad of {name}", False))
+            labeled += [(plan.views[k][i], f"state[{k!r}] of {name}", True) for k in plan.keys]
+            if "copy" in plan.views:
+                labeled.append((plan.views["copy"][i], name, True))
+            spans += [(*np.lib.array_utils.byte_bounds(a), written, label)
+                      for a, label, written in labeled if a.size]
+        spans.sort()
+        for i, (start, end, written, label) in enumerate(spans):
+            for other_start, _, other_written, other in spans[i + 1:]:
+                if other_start >= end:
+                    break
+                if written or other_written:
+                    raise ValueError(f"{other} shares memory with {label}: give each its own "
+                                     "tensor")
+        raise AssertionError("fastoptim.torch: an overlap was found but not located")
+
+    def _advance(self, group, plan, scalars, members):
+        """After a call: its params' step counters and scalars move on."""
+        rows = slice(None) if members is None else members
+        if "step" in plan.counters:
+            plan.counters["step"][rows] += 1
+        if self._group_scalars:
+            group.update(scalars)
+            return
+        for key, value in scalars.items():
+            plan.counters[key][rows] = value
 
 
-class RMSprop(_KernelOptimizer):
-    """torch.optim.RMSprop on fastoptim's rmsprop_step (centered and momentum variants).
-
-    v <- a*v + (1-a)*g*g;  den = sqrt(v - ga*ga) + eps with ga <- a*ga + (1-a)*g (centered),
-    else sqrt(v) + eps;  momentum > 0: b <- mu*b + g/den, p <- p - lr*b;  else p - lr*g/den
-    """
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, backend="auto", threads=None):
-        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
-                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable)
-        super().__init__(params, defaults, backend, threads)
-
-    def _check_group(self, group):
-        super()._check_group(group)
-        _check_nonnegative(eps=group["eps"], momentum=group["momentum"], alpha=group["alpha"])
-
-    def _state_names(self, group):
-        return (("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ())
-                + (("grad_avg",) if group["centered"] else ()))
-
-    def _update(self, kernels, group, param, grad, state, step):
-        kernels.rmsprop_step(param, grad, state["square_avg"], state.get("grad_avg"),
-                             state.get("momentum_buffer"), lr=_scalar(group["lr"]),
-                             alpha=group["alpha"], eps=group["eps"], momentum=group["momentum"],
-                             weight_decay=_scalar(group["weight_decay"]),
-                             maximize=group["maximize"], threads=self.threads)
+def _optimizer(rule, extra=None):
+    namespace = {"rule": rule, "__module__": __name__, **(extra or {})}
+    return type(rule.torch_name or rule.name, (_Optimizer,), namespace)
 
 
-class Adagrad(_KernelOptimizer):
-    """torch.optim.Adagrad on fastoptim's adagrad_step.
+class _ScheduleFree:
+    """Schedule-Free's train()/eval(): the params hold y (where gradients are taken) in
+    train mode and x (the average, to evaluate) in eval mode, as in the reference code."""
 
-    clr = lr / (1 + (t-1)*lr_decay);  s <- s + g*g;  p <- p - clr*g / (sqrt(s) + eps)
-    Like torch, the state of every param is created in the constructor, with ``sum`` filled
-    with initial_accumulator_value.
-    """
+    _group_scalars = True
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None, backend="auto", threads=None):
-        _check_nonnegative(initial_accumulator_value=initial_accumulator_value)
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable, fused=fused)
-        super().__init__(params, defaults, backend, threads)
-        for group in self.param_groups:
-            for param in group["params"]:
-                self.state[param] = self._new_state(group, param, {})
+    @torch.no_grad()
+    def train(self):
+        """Switch the params to y (call before training steps)."""
+        self._switch(True)
 
-    def _check_group(self, group):
-        super()._check_group(group)
-        _check_nonnegative(lr_decay=group["lr_decay"], eps=group["eps"])
+    @torch.no_grad()
+    def eval(self):
+        """Switch the params to x (call before evaluating)."""
+        self._switch(False)
 
-    def _state_names(self, group):
-        return ("sum",)
+    def _switch(self, to_train):
+        kernels = resolve_backend(self.backend)
+        with _interrupts.deferred():
+            for group in self.param_groups:
+                if group["train_mode"] == to_train:
+                    continue
+                weight = rules.schedulefree_weight(_scalar(group["betas"])[0], to_train)
+                for p in group["params"]:
+                    st = self.state.get(p, {})
+                    if "z" not in st:
+                        continue
+                    target = st.get("master_param", p)
+                    kernels.interpolate_step(
+                        _flat_view(target), _flat_view(st["z"]), weight=weight,
+                        param_copy=_flat_view(p) if "master_param" in st else None,
+                        threads=self.threads)
+                    torch.autograd.graph.increment_version([p])
+                group["train_mode"] = to_train
 
-    def _initial_value(self, key):
-        # torch takes it from the constructor's defaults, for every group
-        return self.defaults["initial_accumulator_value"]
+    @torch.no_grad()
+    def step(self, closure=None):
+        if not all(group["train_mode"] for group in self.param_groups):
+            raise RuntimeError("ScheduleFreeAdamW is not in train mode: call opt.train() "
+                               "before step() (and opt.eval() before evaluating)")
+        return _Optimizer.step(self, closure)
 
-    def _update(self, kernels, group, param, grad, state, step):
-        kernels.adagrad_step(param, grad, state["sum"], lr=_scalar(group["lr"]), step=step,
-                             lr_decay=group["lr_decay"], eps=group["eps"],
-                             weight_decay=_scalar(group["weight_decay"]),
-                             maximize=group["maximize"], threads=self.threads)
+
+class _EagerState:
+    """torch.optim.Adagrad creates every param's state in its constructor (step 0, sum
+    filled with initial_accumulator_value); so does its twin here."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for g, group in enumerate(self.param_groups):
+            h = self._hyperparameters(group, g)
+            for p in group["params"]:
+                self.state[p]["step"] = torch.tensor(0.0, dtype=_step_dtype())
+                for key, initial in self.rule.state(h):
+                    self.state[p][key] = self._new_buffer(p, p, initial)
+
+
+SGD = _optimizer(rules.SGD)
+Adam = _optimizer(rules.ADAM)
+AdamW = _optimizer(rules.ADAMW)
+Adagrad = type("Adagrad", (_EagerState, _Optimizer),
+               {"rule": rules.ADAGRAD, "__module__": __name__})
+RMSprop = _optimizer(rules.RMSPROP)
+Adadelta = _optimizer(rules.ADADELTA)
+Adamax = _optimizer(rules.ADAMAX)
+NAdam = _optimizer(rules.NADAM)
+RAdam = _optimizer(rules.RADAM)
+Rprop = _optimizer(rules.RPROP)
+ASGD = _optimizer(rules.ASGD)
+Lion = _optimizer(rules.LION)
+LAMB = _optimizer(rules.LAMB)
+ScheduleFreeAdamW = type("ScheduleFreeAdamW", (_ScheduleFree, _Optimizer),
+                         {"rule": rules.SCHEDULEFREE_ADAMW, "__module__": __name__})

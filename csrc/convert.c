@@ -1,0 +1,162 @@
+/* convert.c -- bfloat16/float16 storage: widening to float, and rounding back.
+ *
+ * Widening is exact. Narrowing rounds once, to nearest-even (bfloat16 as ml_dtypes does,
+ * float16 as IEEE and NumPy do), or stochastically: away from zero with probability equal
+ * to the discarded fraction of a unit in the last place, truncated to 16 bits, using 16
+ * random bits per element. For bfloat16 (16 discarded bits) and normal float16 values
+ * (13) that probability is exact, so the rounding is unbiased; for float16 subnormals the
+ * fraction is truncated to 16 bits. NaN and infinity never round stochastically.
+ *
+ * The random bits come from a counter-based hash: a 64-bit key per (seed, step, array,
+ * role) from three rounds of splitmix64, then two rounds of the 32-bit "lowbias32" hash
+ * per element index. Nothing depends on the thread or the order of evaluation, and the
+ * NumPy reference (fastoptim/_lowp.py) computes the same bits.
+ */
+#include "fastoptim.h"
+
+#include <string.h>
+
+#include "simd.h"
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t fo_rounding_key(const fo_rounding *r, int64_t array, int role)
+{
+    uint64_t k = mix64(r->seed);
+    k = mix64(k ^ (uint64_t)r->step);
+    return mix64(k ^ (((uint64_t)array << 8) | (uint64_t)role));
+}
+
+static inline uint32_t lowbias32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+/* 16 random bits for element i under key */
+static inline uint32_t random16(uint64_t key, int64_t i)
+{
+    uint32_t h = lowbias32((uint32_t)i ^ (uint32_t)key);
+    h = lowbias32(h ^ (uint32_t)(key >> 32) ^ (uint32_t)((uint64_t)i >> 32));
+    return h >> 16;
+}
+
+static inline uint32_t float_bits(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+/* ---- bfloat16: the upper half of a float ---- */
+
+static inline uint16_t bfloat16_nearest(uint32_t b)
+{
+    if ((b & 0x7fffffffU) > 0x7f800000U)            /* NaN: a quiet NaN of the same sign */
+        return (uint16_t)((b >> 16) & 0x8000U) | 0x7fc0U;
+    return (uint16_t)((b + 0x7fffU + ((b >> 16) & 1U)) >> 16);
+}
+
+static inline uint16_t bfloat16_stochastic(uint32_t b, uint32_t random)
+{
+    if ((b & 0x7f800000U) == 0x7f800000U)           /* inf and NaN */
+        return bfloat16_nearest(b);
+    return (uint16_t)((b + random) >> 16);          /* carries with probability low16 / 2^16 */
+}
+
+/* ---- float16 ---- */
+
+#ifdef __FLT16_MAX__
+static inline uint16_t float16_nearest(float x)
+{
+    _Float16 h = (_Float16)x;
+    uint16_t b;
+    memcpy(&b, &h, sizeof b);
+    return b;
+}
+
+static inline float float16_widen(uint16_t b)
+{
+    _Float16 h;
+    memcpy(&h, &b, sizeof h);
+    return (float)h;
+}
+#else
+#error "fastoptim needs a compiler with _Float16 (GCC >= 12 or clang >= 15)"
+#endif
+
+static inline uint16_t float16_stochastic(float x, uint32_t random)
+{
+    uint32_t b = float_bits(x);
+    uint32_t sign = (b >> 16) & 0x8000U, a = b & 0x7fffffffU;
+    if (a >= 0x47800000U)                           /* |x| >= 2^16, inf, NaN */
+        return a > 0x7f800000U ? float16_nearest(x) : (uint16_t)(sign | 0x7c00U);
+    uint32_t exponent = a >> 23;
+    uint32_t kept, fraction16;                      /* fraction16: discarded part, 16 bits */
+    if (exponent >= 113) {                          /* a normal float16: 13 bits discarded */
+        kept = ((exponent - 112) << 10) | ((a >> 13) & 0x3ffU);
+        fraction16 = (a & 0x1fffU) << 3;
+    } else {                                        /* a float16 subnormal, or below */
+        uint64_t mantissa = exponent ? (a & 0x7fffffU) | 0x800000U : a;
+        int shift = 13 + 113 - (exponent ? (int)exponent : 1);
+        if (shift >= 40) {
+            kept = 0;
+            fraction16 = 0;
+        } else {
+            kept = (uint32_t)(mantissa >> shift);
+            uint64_t discarded = mantissa & ((1ULL << shift) - 1);
+            fraction16 = (uint32_t)(shift >= 16 ? discarded >> (shift - 16)
+                                                : discarded << (16 - shift));
+        }
+    }
+    return (uint16_t)(sign | (kept + ((fraction16 + random) >> 16)));
+}
+
+/* ---- the block conversions the driver calls ---- */
+
+FO_SIMD void fo_widen(const void *x, int dtype, float *out, int64_t n)
+{
+    const uint16_t *h = x;
+    if (dtype == FO_BFLOAT16) {
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t b = (uint32_t)h[i] << 16;
+            memcpy(out + i, &b, sizeof b);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            out[i] = float16_widen(h[i]);
+    }
+}
+
+/* x[0..n) rounded into out[0..n), which holds elements first.. of its array (the index
+ * the random bits are drawn for). */
+FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo_rounding *r,
+                       uint64_t key, int64_t first)
+{
+    uint16_t *h = out;
+    if (dtype == FO_BFLOAT16) {
+        if (r->stochastic)
+            for (int64_t i = 0; i < n; i++)
+                h[i] = bfloat16_stochastic(float_bits(x[i]), random16(key, first + i));
+        else
+            for (int64_t i = 0; i < n; i++)
+                h[i] = bfloat16_nearest(float_bits(x[i]));
+    } else {
+        if (r->stochastic)
+            for (int64_t i = 0; i < n; i++)
+                h[i] = float16_stochastic(x[i], random16(key, first + i));
+        else
+            for (int64_t i = 0; i < n; i++)
+                h[i] = float16_nearest(x[i]);
+    }
+}

@@ -1,0 +1,211 @@
+/* driver.c -- one kernel call over a list of arrays (fo_run).
+ *
+ * The work is cut into tasks for the pool: a large array into pieces (whole reduction
+ * blocks), consecutive small arrays grouped until a task is worth a thread. Within a task,
+ * a piece whose buffers are all stored in the compute type runs the loop straight on the
+ * arrays; otherwise it runs in blocks: bfloat16/float16 buffers are widened into stack
+ * buffers, the loop runs on the block, and the written ones (and the param copy) are
+ * rounded back. Reducing kernels run one reduction block at a time and store one partial
+ * per block, added up in block order at the end -- whatever thread ran which block.
+ */
+#include "fastoptim.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { CONVERT_BLOCK = 512 };   /* elements per widened block: all roles stay in L1 */
+
+typedef struct {
+    int64_t first, last;        /* arrays [first, last) */
+    int64_t lo, hi;             /* element range, when the task is a piece of one array */
+} task_span;
+
+typedef struct {
+    const fo_call *call;
+    const task_span *tasks;
+    const int64_t *block_offset;    /* reducing: the first block of each array */
+    double *partials;               /* reducing: nsums per block */
+} run_ctx;
+
+static int64_t blocks_of(int64_t n) { return (n + FO_REDUCE_BLOCK - 1) / FO_REDUCE_BLOCK; }
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Elements [lo, hi) of array a in float64: every buffer is double. */
+static void span_f64(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
+{
+    const fo_call *c = r->call;
+    const fo_kernel *k = c->kernel;
+    const int roles = k->nroles + 1;
+    void *const *data = c->data + a * roles;
+    const double *s = c->scalars + (c->per_array ? a * k->nscalars : 0);
+    double *buf[FO_MAX_ROLES];
+    int64_t step = k->nsums ? FO_REDUCE_BLOCK : hi - lo;
+    for (int64_t b = lo; b < hi; b += step) {
+        for (int j = 0; j < k->nroles; j++)
+            buf[j] = data[j] ? (double *)data[j] + b : NULL;
+        double *sums = k->nsums ? r->partials + (r->block_offset[a] + b / FO_REDUCE_BLOCK) * k->nsums
+                                : NULL;
+        k->loop_f64(s, buf, min64(step, hi - b), sums);
+    }
+}
+
+/* Elements [lo, hi) of array a computed in float: buffers stored as float32 are used in
+ * place, bfloat16/float16 ones go through the block buffers. */
+static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
+{
+    const fo_call *c = r->call;
+    const fo_kernel *k = c->kernel;
+    const int roles = k->nroles + 1;
+    void *const *data = c->data + a * roles;
+    const int *dtype = c->dtype + a * roles;
+    float s[FO_MAX_SCALARS];
+    const double *sd = c->scalars + (c->per_array ? a * k->nscalars : 0);
+    for (int j = 0; j < k->nscalars; j++)
+        s[j] = (float)sd[j];
+
+    int direct = data[k->nroles] == NULL;       /* no param copy, and ... */
+    for (int j = 0; j < k->nroles; j++)
+        if (data[j] && dtype[j] != FO_FLOAT32)  /* ... every buffer is float32 */
+            direct = 0;
+    int64_t step = k->nsums ? FO_REDUCE_BLOCK : direct ? hi - lo : CONVERT_BLOCK;
+
+    uint64_t key[FO_MAX_ROLES];
+    if (!direct && c->rounding.stochastic)
+        for (int j = 0; j < roles; j++)
+            key[j] = fo_rounding_key(&c->rounding, c->first_index + a, j);
+
+    _Alignas(64) float block[FO_MAX_ROLES][FO_REDUCE_BLOCK];
+    float *buf[FO_MAX_ROLES];
+    for (int64_t b = lo; b < hi; b += step) {
+        int64_t len = min64(step, hi - b);
+        for (int j = 0; j < k->nroles; j++) {
+            if (!data[j]) {
+                buf[j] = NULL;
+            } else if (dtype[j] == FO_FLOAT32) {
+                buf[j] = (float *)data[j] + b;
+            } else {
+                fo_widen((const uint16_t *)data[j] + b, dtype[j], block[j], len);
+                buf[j] = block[j];
+            }
+        }
+        double *sums = k->nsums ? r->partials + (r->block_offset[a] + b / FO_REDUCE_BLOCK) * k->nsums
+                                : NULL;
+        k->loop_f32(s, buf, len, sums);
+        if (direct || !c->writes)
+            continue;
+        for (int j = 0; j < k->nroles; j++)
+            if (j != 1 && data[j] && dtype[j] != FO_FLOAT32)
+                fo_narrow(block[j], (uint16_t *)data[j] + b, dtype[j], len, &c->rounding,
+                          key[j], b);
+        if (data[k->nroles])
+            fo_narrow(buf[0], (uint16_t *)data[k->nroles] + b, dtype[k->nroles], len,
+                      &c->rounding, key[k->nroles], b);
+    }
+}
+
+static void run_task(void *ctx, int64_t t)
+{
+    const run_ctx *r = ctx;
+    const task_span *task = &r->tasks[t];
+    const fo_call *c = r->call;
+    const int roles = c->kernel->nroles + 1;
+    for (int64_t a = task->first; a < task->last; a++) {
+        int64_t lo = task->last - task->first == 1 ? task->lo : 0;
+        int64_t hi = task->last - task->first == 1 ? task->hi : c->n[a];
+        if (c->dtype[a * roles] == FO_FLOAT64)
+            span_f64(r, a, lo, hi);
+        else
+            span_f32(r, a, lo, hi);
+    }
+}
+
+/* Cut the call into tasks: returns their number, or -1 without memory. A task is a piece
+ * of one large array, or a run of consecutive small arrays. */
+static int64_t plan_tasks(const fo_call *c, int64_t piece, task_span **out)
+{
+    int64_t most = 0;
+    for (int64_t a = 0; a < c->count; a++)
+        most += c->n[a] / piece + 1;
+    task_span *tasks = malloc((size_t)(most > 0 ? most : 1) * sizeof *tasks);
+    if (!tasks)
+        return -1;
+    int64_t count = 0, a = 0;
+    while (a < c->count) {
+        if (c->n[a] >= 2 * piece) {             /* split */
+            for (int64_t lo = 0; lo < c->n[a]; lo += piece)
+                tasks[count++] = (task_span){a, a + 1, lo, min64(lo + piece, c->n[a])};
+            a++;
+        } else {                                /* group */
+            int64_t first = a, total = 0;
+            while (a < c->count && c->n[a] < 2 * piece && total < piece)
+                total += c->n[a++];
+            tasks[count++] = (task_span){first, a, 0, c->n[first]};
+        }
+    }
+    *out = tasks;
+    return count;
+}
+
+int fo_run(const fo_call *c)
+{
+    const fo_kernel *k = c->kernel;
+    int64_t total = 0;
+    for (int64_t a = 0; a < c->count; a++)
+        total += c->n[a];
+    int64_t team = c->threads > 0 ? c->threads : fo_max_threads();
+    if (team > total / fo_parallel_threshold())
+        team = total / fo_parallel_threshold();
+    if (team < 1)
+        team = 1;
+
+    run_ctx r = {c, NULL, NULL, NULL};
+    int64_t *block_offset = NULL;
+    if (k->nsums) {     /* one partial per block, so the sums never depend on threads */
+        block_offset = malloc((size_t)(c->count + 1) * sizeof *block_offset);
+        if (!block_offset)
+            return -1;
+        block_offset[0] = 0;
+        for (int64_t a = 0; a < c->count; a++)
+            block_offset[a + 1] = block_offset[a] + blocks_of(c->n[a]);
+        r.partials = calloc((size_t)(block_offset[c->count] > 0 ? block_offset[c->count] : 1),
+                            (size_t)k->nsums * sizeof(double));
+        if (!r.partials) {
+            free(block_offset);
+            return -1;
+        }
+        r.block_offset = block_offset;
+    }
+
+    task_span one = {0, c->count, 0, c->count == 1 ? c->n[0] : 0};
+    task_span *tasks = &one;
+    int64_t ntasks = 1;
+    if (team > 1) {
+        ntasks = plan_tasks(c, fo_piece_size(total, (int)team), &tasks);
+        if (ntasks < 0) {
+            free(r.partials);
+            free(block_offset);
+            return -1;
+        }
+    }
+    r.tasks = tasks;
+    fo_pool_run(run_task, &r, ntasks, (int)team);
+    if (tasks != &one)
+        free(tasks);
+
+    if (k->nsums) {     /* per array, the blocks in index order */
+        for (int64_t a = 0; a < c->count; a++) {
+            for (int j = 0; j < k->nsums; j++) {
+                double acc = 0;
+                for (int64_t b = block_offset[a]; b < block_offset[a + 1]; b++) {
+                    double x = r.partials[b * k->nsums + j];
+                    acc = k->combine_max ? ((x > acc || x != x) ? x : acc) : acc + x;
+                }
+                c->sums[a * k->nsums + j] = acc;
+            }
+        }
+        free(r.partials);
+        free(block_offset);
+    }
+    return 0;
+}
