@@ -1,6 +1,6 @@
 """Build the C/Cython extension fastoptim._kernels.
 
-Flags follow DESIGN.md: -O3 with no FMA contraction and no errno from sqrt (so it
+Flags follow docs/design.md: -O3 with no FMA contraction and no errno from sqrt (so it
 vectorizes), never -ffast-math or -march=native (the loops pick AVX-512/AVX2 at run time
 through target_clones). OpenMP is used when the compiler has it; FASTOPTIM_NO_OPENMP=1
 builds without it.

@@ -383,3 +383,20 @@ def test_demo_is_a_cli_command(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "demo" in capsys.readouterr().out
+
+
+def test_a_negative_per_array_fit_reads_as_about_zero():
+    from fastoptim.cli import bench
+
+    def row(fit):
+        return {"us_per_step_quartiles": {k: [100.0, 99.0, 101.0] for k in ("1", "25", "50",
+                                                                             "100")},
+                "us_per_extra_array": max(0.0, fit), "us_per_extra_array_fit": fit}
+
+    ma = {"optimizer": "Adam", "dtype": "float32", "elements": 1000, "counts": [25, 50, 100],
+          "rows": {"fastoptim": row(-0.3), "torch_fused": row(7.5)},
+          "speedup": {"torch_fused": 2.0}}
+    assert bench.verdict_many_arrays(ma) == ["each extra array adds ~0 µs (torch fused 7.50 µs)"]
+    table = {line.split()[0]: line.split() for line in bench.format_many_arrays(ma)[4:]}
+    assert table["fastoptim"][1:] == ["100±1%"] * 4 + ["~0"]
+    assert table["torch_fused"][1:] == ["100±1%"] * 4 + ["7.50", "2.00×"]

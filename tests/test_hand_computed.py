@@ -1,4 +1,4 @@
-"""A few steps of every kernel, worked out by hand from the formulas of DESIGN.md.
+"""A few steps of every kernel, worked out by hand from the formulas in the README.
 
 The expected values are plain Python floats, one element at a time, written from the
 formula table (not from fastoptim.reference), and compared to both backends. The hand
@@ -31,7 +31,7 @@ def assert_close(actual, expected, what):
 
 
 def effective(g, p, weight_decay, maximize):
-    """DESIGN.md: maximize negates g first, then L2 decay adds wd*p."""
+    """maximize negates g first, then L2 decay adds wd*p (the README's formulas)."""
     if maximize:
         g = -g
     return g + weight_decay * p
@@ -119,7 +119,7 @@ def test_momentum_ewma_form(kernel_module, nesterov, bias_correction, weight_dec
         for i in range(3):
             g = effective(grad[i], p[i], weight_decay, maximize)
             v[i] = beta * v[i] + (1 - beta) * g
-            # nesterov (reference.momentum_step's docstring; DESIGN.md is silent): look one
+            # nesterov (reference.momentum_step's docstring; the lectures are silent): look one
             # EWMA step ahead with the same gradient
             direction = beta * v[i] + (1 - beta) * g if nesterov else v[i]
             p[i] = p[i] - lr * (direction / correction)
@@ -153,7 +153,7 @@ def test_momentum_velocity_form(kernel_module, nesterov, weight_decay, maximize)
         for i in range(3):
             g = effective(grad[i], p[i], weight_decay, maximize)
             v[i] = mu * v[i] - lr * g
-            if nesterov:  # DESIGN.md, literally: the *updated* v in the mu*mu term
+            if nesterov:  # the book's code, literally: the *updated* v in the mu*mu term
                 p[i] = p[i] + mu * mu * v[i] - (1 + mu) * lr * g
             else:
                 p[i] = p[i] + v[i]
@@ -183,7 +183,7 @@ def test_velocity_form_is_torch_form_with_v_equal_minus_lr_b(kernel_module):
 
 
 def test_velocity_nesterov_is_the_books_variant(kernel_module):
-    """DESIGN.md's velocity-form Nesterov is the code of 'Deep Learning from Scratch':
+    """The velocity-form Nesterov is the code of 'Deep Learning from Scratch':
     p += mu*mu*v - (1+mu)*lr*g with the *updated* v. Bengio et al. 2013 and CS231n (and
     form="torch") use the previous v, so the first step from v = 0 moves (1+mu)*lr*g there
     and (1+mu+mu^2)*lr*g here. Pinned so that changing the spec is a visible decision."""

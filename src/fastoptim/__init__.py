@@ -6,7 +6,7 @@
     >>> opt.step(np.ones_like(p))
 
 The optimizer classes run fastoptim.kernels (compiled C) or fastoptim.reference (NumPy);
-the two agree bit for bit. See README.md and DESIGN.md for the formulas.
+the two agree bit for bit. See README.md and docs/design.md for the formulas.
 """
 from fastoptim import data, schedules
 from fastoptim.moving_average import EWMA, ewma

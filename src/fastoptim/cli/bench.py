@@ -379,14 +379,15 @@ def format_per_call(pc):
 
 
 def verdict_per_call(pc):
-    return [_microseconds(f"one step on {pc['n']:,} elements costs", pc["us_per_call"])]
+    us = {name: _num(value) for name, value in pc["us_per_call"].items()}
+    return [_microseconds(f"one step on {pc['n']:,} elements costs", us)]
 
 
 def _microseconds(phrase, us):
-    """'<phrase> 1.05 µs (torch fused 72 µs)' from {implementation: µs}."""
-    text = f"{phrase} {_num(us['fastoptim'])} µs"
+    """'<phrase> 1.05 µs (torch fused 72 µs)' from {implementation: µs as text}."""
+    text = f"{phrase} {us['fastoptim']} µs"
     if "torch_fused" in us:
-        text += f" (torch fused {_num(us['torch_fused'])} µs)"
+        text += f" (torch fused {us['torch_fused']} µs)"
     return text
 
 
@@ -444,7 +445,7 @@ def format_many_arrays(ma):
     lines = [f"Many arrays: one {ma['optimizer']} optimizer over k {ma['dtype']} arrays holding "
              f"{ma['elements']:,} elements between them (µs per step)",
              f"  per extra array: the slope of µs/step over k = {', '.join(counts)} "
-             "(least squares); 0 when the fitted",
+             "(least squares); ~0 when the fitted",
              "  slope is negative, i.e. the cost of an array is below the noise",
              "  " + f"{'':<14}" + f"{'1 array':>11}" + "".join(f"{k + ' arrays':>13}"
                                                            for k in counts)
@@ -454,14 +455,19 @@ def format_many_arrays(ma):
         q = row["us_per_step_quartiles"]
         lines.append("  " + f"{name:<14}" + f"{_with_spread(q['1']):>11}"
                      + "".join(f"{_with_spread(q[k]):>13}" for k in counts)
-                     + f"{_num(row['us_per_extra_array']):>17}"
+                     + f"{_per_array(row):>17}"
                      + f"{_times(vs) if vs else '':>16}")
     return lines
 
 
+def _per_array(row):
+    """The cost of an extra array as text: '~0' when the fitted slope is negative."""
+    return "~0" if row["us_per_extra_array_fit"] < 0 else _num(row["us_per_extra_array"])
+
+
 def verdict_many_arrays(ma):
     return [_microseconds("each extra array adds", {
-        name: row["us_per_extra_array"] for name, row in ma["rows"].items()})]
+        name: _per_array(row) for name, row in ma["rows"].items()})]
 
 
 # -- section: the EWMA scan against pandas ---------------------------------------------------
