@@ -1,5 +1,6 @@
 """What `pip install .` puts into site-packages: setuptools' build_py (the pure-Python part of
-the wheel) run on a copy of the source tree, with no compiler involved (about a second)."""
+the wheel) run on a copy of the source tree, with no compiler involved (about a second); and
+that the README's test command is the one CI runs."""
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,14 @@ def test_the_license_is_declared_and_shipped(installed_files):
     assert "BSD-3-Clause" in pkg_info
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("BSD 3-Clause License") and "the fastoptim developers" in text
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    readme, ci = ROOT / "README.md", ROOT / ".ci" / "run"
+    if not (readme.exists() and ci.exists()):
+        pytest.skip("needs the source tree")
+    ci_command = ci.read_text().strip().splitlines()[-1]
+    assert ci_command.endswith("python -m pytest tests")
+    start_here = readme.read_text().split("## Start here", 1)[1].split("\n## ", 1)[0]
+    assert f"```\n{ci_command}\n```" in start_here
+    assert "```\npip install . && python -m fastoptim bench\n```" in start_here
