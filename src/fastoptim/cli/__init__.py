@@ -68,7 +68,8 @@ def build_parser():
                     "at 1M and 30M elements) takes about a minute on 2 cores.")
     length = bench.add_mutually_exclusive_group()
     length.add_argument("--quick", action="store_true",
-                        help="SGD and Adam at 1k, 100k and 3M, shorter timings (under half a minute)")
+                        help="SGD and Adam at 1k, 100k and 3M, shorter timings "
+                             "(under half a minute)")
     length.add_argument("--full", action="store_true",
                         help="every optimizer, both dtypes, 1k to 30M: the README's tables "
                              "(several minutes)")
