@@ -6,7 +6,8 @@
              backend and show the largest difference in ULP (0 expected); exit 1 on any
     demo     draw the lectures' pictures with matplotlib (python -m fastoptim demo --out DIR)
 
-Each command's module is imported when the command runs, so ``--help`` stays fast.
+Each command's module is imported when the command runs, so ``--help`` stays fast (bench's
+table of optimizers, TWINS, is read for its help: a module of plain data and functions).
 """
 import argparse
 import json
@@ -77,9 +78,12 @@ def build_parser():
     bench.add_argument("--sizes", nargs="+", metavar="N",
                        help="element counts, e.g. 1e3 1e6 3e7 (default 1e6 3e7; --full "
                             "1e3 1e4 1e5 1e6 3e7)")
+    from fastoptim.cli.bench import TWINS  # the one table of optimizers; a light import
+
+    left_out = [name for name, twin in TWINS.items() if not twin.in_default_run]
     bench.add_argument("--optimizers", nargs="+", metavar="NAME",
-                       help="SGD Momentum Nesterov AdaGrad RMSProp Adam AdamW "
-                            "(default all but Nesterov)")
+                       help=" ".join(TWINS) + (f" (default all but {', '.join(left_out)})"
+                                               if left_out else " (default all)"))
     bench.add_argument("--dtypes", nargs="+", metavar="DTYPE",
                        help="float32 and/or float64 (default float32; --quick, --full both)")
     bench.add_argument("--threads", type=_threads, metavar="N",
