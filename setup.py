@@ -2,7 +2,8 @@
 
 Flags: -O3 with no FMA contraction and no errno from sqrt (so it vectorizes), never
 -ffast-math or -march=native (the loops pick AVX-512/AVX2 at run time through
-target_clones; see csrc/simd.h). Threads come from a small pthreads pool (csrc/pool.c).
+target_clones; see csrc/simd.h and docs/design.md). Threads come from a small pthreads
+pool (csrc/pool.c).
 FASTOPTIM_EXTRA_CFLAGS adds flags for a special build, e.g. the sanitizer build.
 """
 import glob

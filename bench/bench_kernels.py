@@ -1,6 +1,6 @@
 """Optimizer steps side by side: fastoptim (C), its data-movement limit, the NumPy reference
 and torch.optim fused / foreach, one pytest-benchmark group per optimizer, dtype and size.
-The EWMA series scan against pandas when this build has fastoptim.ewma.
+The EWMA series scan against pandas.
 
     pytest bench/bench_kernels.py --benchmark-only
     pytest bench/bench_kernels.py --benchmark-only -k "Adam and float32"
@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("fastoptim.kernels", reason="fastoptim._kernels is not built")
 
+import fastoptim  # noqa: E402
 from fastoptim.cli import bench as _bench  # noqa: E402
 
 try:
@@ -44,9 +45,6 @@ def test_step(benchmark, optimizer, dtype, n, implementation):
 @pytest.mark.parametrize("n", (1_000_000,), ids=_bench.human)
 @pytest.mark.parametrize("dtype", _bench.DTYPES)
 def test_ewma(benchmark, dtype, n, implementation):
-    ewma = _bench.find_ewma()
-    if ewma is None:
-        pytest.skip("fastoptim.ewma is not in this build")
     x = np.random.default_rng(n).standard_normal(n, dtype=dtype)
     benchmark.group = f"EWMA scan {dtype} n={_bench.human(n)}"
     if implementation == "pandas":
@@ -54,4 +52,4 @@ def test_ewma(benchmark, dtype, n, implementation):
         series = pandas.Series(x)
         benchmark(lambda: series.ewm(alpha=0.1, adjust=True).mean())
     else:
-        benchmark(ewma, x, 0.9)
+        benchmark(fastoptim.ewma, x, 0.9, backend="c")

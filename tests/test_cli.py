@@ -18,15 +18,23 @@ from fastoptim.cli.verify import max_ulp
 TINY_BENCH = ["bench", "--quick", "--sizes", "1000", "--optimizers", "Adam", "--seconds", "0.002"]
 
 
+def assert_quartiles(quartiles):
+    """[median, q1, q3] of positive times, in order."""
+    median, q1, q3 = quartiles
+    assert 0 < q1 <= median <= q3
+
+
 @needs_kernels
 def test_bench_json_has_every_field(capsys):
     assert main(TINY_BENCH + ["--json"]) == 0
     out, err = capsys.readouterr()
     report = json.loads(out)
     header = report["header"]
-    for key in ("date", "cpu", "simd_target", "threads", "numpy", "torch", "fastoptim"):
+    for key in ("date", "cpu", "simd_target", "threads", "numpy", "torch", "pandas", "missing",
+                "load_average", "busy", "seconds", "fastoptim"):
         assert key in header
     assert header["simd_target"] == kernels.build_info()["simd_target"]
+    assert report["sections"] == ["rows", "per_call", "many_arrays", "ewma"]
     assert [(r["optimizer"], r["dtype"], r["n"]) for r in report["rows"]] == [
         ("Adam", "float32", 1000), ("Adam", "float64", 1000)]
     for row in report["rows"]:
@@ -35,18 +43,35 @@ def test_bench_json_has_every_field(capsys):
         ns = row["ns_per_element"]
         assert set(ns) == {"fastoptim", "limit", "numpy", "torch_fused", "torch_foreach"}
         assert ns["fastoptim"] > 0 and ns["limit"] > 0 and ns["numpy"] > 0
+        for name, quartiles in row["ns_per_element_quartiles"].items():
+            assert_quartiles(quartiles)
+            assert quartiles[0] == ns[name]
         assert row["gb_per_s"]["fastoptim"] > 0 and row["pct_of_limit"] > 0
-        assert row["speedup"]["numpy"] > 0
+        assert row["speedup"]["numpy"] == pytest.approx(ns["numpy"] / ns["fastoptim"])
         if header["torch"]:
             assert row["speedup"]["torch_fused"] > 0 and row["speedup"]["torch_foreach"] > 0
     per_call = report["per_call"]
     assert per_call["n"] == 1000
     assert {"fastoptim", "kernel", "limit", "numpy"} <= set(per_call["us_per_call"])
+    for quartiles in per_call["us_per_call_quartiles"].values():
+        assert_quartiles(quartiles)
     many = report["many_arrays"]
-    assert (many["arrays"], many["n"]) == (100, 10_000)
-    assert set(many["rows"]["fastoptim"]) == {"us_per_step", "us_per_array", "us_one_array",
-                                              "us_added_per_array"}
-    assert "rows" in report["ewma"] or "skipped" in report["ewma"]
+    assert many["counts"] == [25, 50, 100] and many["elements"] == 200_000   # --quick
+    for name, row in many["rows"].items():
+        assert set(row["us_per_step"]) == {"1", "25", "50", "100"}
+        for quartiles in row["us_per_step_quartiles"].values():
+            assert_quartiles(quartiles)
+        # the least-squares slope of us/step over the array counts, shown as 0 when negative
+        slope = np.polyfit(many["counts"], [row["us_per_step"][str(k)] for k in many["counts"]],
+                           1)[0]
+        assert row["us_per_extra_array_fit"] == pytest.approx(slope)
+        assert row["us_per_extra_array"] == max(0.0, row["us_per_extra_array_fit"])
+    assert [(r["dtype"], r["n"]) for r in report["ewma"]["rows"]] == [
+        ("float32", 1_000_000), ("float64", 1_000_000)]
+    pct = sorted(round(r["pct_of_limit"]) for r in report["rows"])
+    assert report["verdict"].startswith(f"at n=1k the steps run at {pct[0]}–{pct[-1]} % of "
+                                        "their data-movement limit")
+    assert "; Adam float32 1k: " in report["verdict"]
     assert "fastoptim bench [" in err   # the progress line
 
 
@@ -56,28 +81,155 @@ def test_bench_table_via_python_dash_m():
         [sys.executable, "-m", "fastoptim", *TINY_BENCH, "--optimizers", "SGD", "--dtypes",
          "float32", "--no-torch"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
     assert "SIMD target: " + kernels.build_info()["simd_target"] in result.stdout
-    assert any(line.startswith("SGD ") and "float32" in line and "1k" in line
-               for line in result.stdout.splitlines())
+    assert "torch left out" in result.stdout
+    (row,) = [line for line in lines if line.startswith("SGD ")]
+    words = row.split()
+    assert words[:4] == ["SGD", "float32", "1k", "3"]
+    assert all("±" in w and w.endswith("%") for w in (words[4], words[5], words[8]))
+    assert words[10:] == ["-", "-", "-", "-"]              # torch left out
     assert "Per call:" in result.stdout and "Many arrays:" in result.stdout
+    assert lines[-1].startswith("Verdict: SGD float32 1k: ")
+    assert "× above 1: fastoptim is faster" in lines[-1]
 
 
 @needs_kernels
 def test_bench_vs_torch_adds_the_adapter_comparison(capsys):
     pytest.importorskip("torch")
     assert main(TINY_BENCH + ["--json", "--no-torch", "--vs", "torch"]) == 0
-    rows = json.loads(capsys.readouterr().out)["torch_adapter"]
+    report = json.loads(capsys.readouterr().out)
+    assert report["sections"][-1] == "torch_adapter"
+    rows = report["torch_adapter"]
     assert {row["variant"] for row in rows} >= {"fastoptim", "torch"}
     assert all(row["ns_per_element"] > 0 for row in rows)
+    for row in rows:
+        assert_quartiles(row["seconds_quartiles"])
 
 
 def test_bench_refuses_bad_arguments(capsys):
     for bad in (["--sizes", "1.5"], ["--sizes", "abc"], ["--optimizers", "Adamax"],
-                ["--dtypes", "float16"], ["--threads", "0"], ["--vs", "jax"]):
+                ["--dtypes", "float16"], ["--threads", "0"], ["--vs", "jax"], ["--full"],
+                ["--seconds", "0"]):
         with pytest.raises(SystemExit) as exc:
             main(["bench", "--quick", *bad])
         assert exc.value.code == 2, bad
     assert "Adamax" in capsys.readouterr().err
+
+
+@needs_kernels
+@pytest.mark.parametrize("flags,expected", [
+    ([], dict(optimizers=("SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "AdamW"),
+              dtypes=("float32",), sizes=(1_000_000, 30_000_000), seconds=0.12)),
+    (["--full"], dict(dtypes=("float32", "float64"),
+                      sizes=(1_000, 10_000, 100_000, 1_000_000, 30_000_000), seconds=0.2)),
+    (["--quick"], dict(optimizers=("SGD", "Adam"), sizes=(1_000, 100_000, 3_000_000))),
+    (["--full", "--optimizers", "nesterov,adam", "--dtypes", "float64", "--sizes", "1e3",
+      "--seconds", "0.5"],
+     dict(optimizers=("Nesterov", "Adam"), dtypes=("float64",), sizes=(1000,), seconds=0.5)),
+])
+def test_bench_plans(monkeypatch, flags, expected):
+    """What each flag asks the benchmark to measure (nothing is timed here)."""
+    from fastoptim.cli import bench
+
+    seen = {}
+
+    def fake_run(plan, **options):
+        seen.update(plan=plan, **options)
+        return {}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "format_report", lambda report: "")
+    assert main(["bench", *flags, "--threads", "1"]) == 0
+    plan = seen["plan"]
+    for key, value in expected.items():
+        actual = plan.budget.seconds if key == "seconds" else getattr(plan, key)
+        assert actual == value, key
+    assert seen["threads"] == 1 and seen["use_torch"] and not seen["vs_torch"]
+
+
+def test_the_benched_optimizers_come_from_twins():
+    """A new optimizer is one line in TWINS: the default run, --optimizers and the problem
+    setup all read it."""
+    import fastoptim as fo
+    from fastoptim.cli import bench
+
+    assert bench.PLANS["default"].optimizers == tuple(
+        name for name, twin in bench.TWINS.items() if twin.in_default_run)
+    for twin in bench.TWINS.values():
+        assert issubclass(getattr(fo, twin.fastoptim), fo.Optimizer)
+
+
+@pytest.mark.parametrize("load,cores,threads,warns", [
+    (0.2, 2, 2, False), (0.9, 2, 2, True), (0.9, 2, 1, False), (1.8, 2, 1, True),
+    (3.0, 16, 16, True), (3.0, 16, 8, False), (None, 2, 2, False)])
+def test_busy_warning(load, cores, threads, warns):
+    from fastoptim.cli import bench
+
+    warning = bench.busy_warning(load, cores, threads)
+    assert (warning is not None) == warns
+    if warns:
+        assert f"load average {load:.2f} on {cores} cores" in warning
+        assert f"--threads {max(1, int(cores - load))}" in warning
+
+
+def fake_section(key="extra", phrase="the extra section agrees"):
+    from fastoptim.cli import bench
+
+    return bench.Section(key, run=lambda ctx: {"plan_sizes": list(ctx.plan.sizes)},
+                         format=lambda data: [f"EXTRA {data['plan_sizes']}"],
+                         verdict=lambda data: [phrase])
+
+
+@needs_kernels
+def test_a_new_section_is_one_entry_and_the_busy_and_missing_notes_reach_the_verdict(
+        monkeypatch, capsys):
+    """SECTIONS drives the run, the text, the JSON and the verdict; a busy machine and a
+    missing torch or pandas are said at once on stderr, in the header and in the verdict."""
+    from fastoptim.cli import bench
+
+    monkeypatch.setattr(bench, "SECTIONS", [fake_section()])
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (1.5, 1.0, 1.0), raising=False)
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    for name in ("torch", "pandas"):
+        monkeypatch.setitem(sys.modules, name, None)   # import raises ImportError
+    assert main(["bench", "--sizes", "1000", "--threads", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "EXTRA [1000]" in out
+    verdict = out.splitlines()[-1]
+    assert verdict.startswith("Verdict: the extra section agrees.")
+    for text in (err, out, verdict):
+        assert "busy (load average 1.50 on 2 cores)" in text and "--threads 1" in text
+        assert "pip install torch==2.13.0" in text and "pip install pandas" in text
+    assert "pip install torch\n" not in out + err and "pip install torch " not in out + err
+
+    assert main(["bench", "--sizes", "1000", "--json", "--no-torch"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sections"] == ["extra"] and report["extra"] == {"plan_sizes": [1000]}
+    assert report["header"]["missing"] == {"pandas": "pip install pandas"}   # torch left out
+
+
+def test_step_verdict_and_spread_from_hand_made_rows():
+    from fastoptim.cli import bench
+
+    def row(optimizer, n, pct, fused):
+        return {"optimizer": optimizer, "dtype": "float32", "n": n, "pct_of_limit": pct,
+                "speedup": {"numpy": 10.0, "torch_fused": fused, "torch_foreach": 5.0}}
+
+    rows = [row("SGD", 10**6, 70, 2.0), row("SGD", 3 * 10**7, 90.4, 0.98),
+            row("Adam", 10**6, 68, 2.26), row("Adam", 3 * 10**7, 99.2, 1.034)]
+    assert bench.verdict_step_rows(rows) == [
+        "at n=30M the steps run at 90–99 % of their data-movement limit, 0.98–1.03× torch "
+        "fused",
+        "Adam float32 30M: 99 % of the limit, 1.03× torch fused",
+        "Adam float32 1M: 68 % of the limit, 2.26× torch fused"]
+    rows[3]["speedup"]["torch_fused"] = None          # e.g. no fused variant
+    assert bench.verdict_step_rows(rows)[1] == "Adam float32 30M: 99 % of the limit, " \
+                                               "5.00× torch foreach"
+    # 0.65 with quartiles 0.63 and 0.67: half the IQR is 0.02, 3 % of the median
+    assert bench._with_spread([0.65, 0.63, 0.67]) == "0.65±3%"
+    assert bench._with_spread(None) == "-"
+    assert [bench._times(x) for x in (1.034, 14.54, 5486.7)] == ["1.03×", "14.5×", "5487×"]
 
 
 def test_parse_size():
@@ -231,3 +383,20 @@ def test_demo_is_a_cli_command(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "demo" in capsys.readouterr().out
+
+
+def test_a_negative_per_array_fit_reads_as_about_zero():
+    from fastoptim.cli import bench
+
+    def row(fit):
+        return {"us_per_step_quartiles": {k: [100.0, 99.0, 101.0] for k in ("1", "25", "50",
+                                                                             "100")},
+                "us_per_extra_array": max(0.0, fit), "us_per_extra_array_fit": fit}
+
+    ma = {"optimizer": "Adam", "dtype": "float32", "elements": 1000, "counts": [25, 50, 100],
+          "rows": {"fastoptim": row(-0.3), "torch_fused": row(7.5)},
+          "speedup": {"torch_fused": 2.0}}
+    assert bench.verdict_many_arrays(ma) == ["each extra array adds ~0 µs (torch fused 7.50 µs)"]
+    table = {line.split()[0]: line.split() for line in bench.format_many_arrays(ma)[4:]}
+    assert table["fastoptim"][1:] == ["100±1%"] * 4 + ["~0"]
+    assert table["torch_fused"][1:] == ["100±1%"] * 4 + ["7.50", "2.00×"]

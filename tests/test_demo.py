@@ -1,5 +1,6 @@
 """fastoptim.cli.demo: the three PNGs, the exit code without matplotlib, and that what the
 pictures show is true (the MLP learns, the paths converge, SGD zigzags)."""
+import os
 import sys
 
 import numpy as np
@@ -24,6 +25,32 @@ def test_main_writes_three_pngs_and_a_table(tmp_path, capsys):
     for name in ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW"):
         assert f"\n{name} " in printed
     assert "test acc" in printed and "training.png" in printed
+
+
+def test_the_default_folder_is_new_and_docs_is_left_alone(tmp_path, monkeypatch, capsys):
+    """Run where a checkout's docs/ holds the README's pictures: they stay as they were.
+    (The drawing is replaced by a stub writing the file name; the training is real.)"""
+    pytest.importorskip("matplotlib")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    pictures = {name: f"README picture {name}".encode()
+                for name in ("paths.png", "ewma.png", "training.png")}
+    for name, data in pictures.items():
+        (docs / name).write_bytes(data)
+
+    def draw_stub(Figure, filename, *args):
+        with open(filename, "w") as f:
+            f.write(os.path.basename(filename))
+
+    for draw in ("plot_paths", "plot_ewma", "plot_training"):
+        monkeypatch.setattr(demo, draw, draw_stub)
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--epochs", "1", "--dataset", "synthetic"]) == 0
+    assert {p.name: p.read_bytes() for p in docs.iterdir()} == pictures
+    out = tmp_path / "fastoptim-demo"
+    assert sorted(p.name for p in out.iterdir()) == sorted(pictures)
+    assert (out / "paths.png").read_text() == "paths.png"
+    assert os.path.join("fastoptim-demo", "training.png") in capsys.readouterr().out
 
 
 def test_main_without_matplotlib_says_how_to_install_and_returns_2(tmp_path, monkeypatch,

@@ -1,6 +1,6 @@
 """The compiled kernels and the NumPy reference give identical bits, for every kernel,
 option combination (fastoptim._cases, the list `python -m fastoptim verify` runs too),
-dtype and a range of sizes, over several steps (DESIGN.md)."""
+dtype and a range of sizes, over several steps (docs/design.md)."""
 import numpy as np
 import pytest
 

@@ -3,7 +3,7 @@ releases the GIL -- two Python threads stepping two optimizers at once get the r
 stepping them one after the other, and a Python thread runs while a step is in C.
 
 Element-wise updates are independent, so any split across OpenMP threads must give the bits
-of one thread (DESIGN.md), NaNs included. Every result is also checked against the NumPy
+of one thread (docs/design.md), NaNs included. Every result is also checked against the NumPy
 reference, so "all thread counts equally wrong" fails too; there a NaN matches any NaN,
 because which NaN an operation on NaNs returns is not fixed (see tests/test_fuzz.py).
 """

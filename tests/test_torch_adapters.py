@@ -5,7 +5,7 @@ implementation) over a real training loop, so every step's gradient depends on e
 earlier update. The two are not bit-identical by design: torch updates the moments with
 lerp/addcmul, divides by sqrt(bc2) and applies the step with addcdiv, and its vectorized CPU
 loops use fused multiply-adds, while the kernels do one rounded operation at a time in
-DESIGN.md's order (multiplying by 1/sqrt(bc2)). Each step therefore differs by an ulp or
+the order of docs/design.md (multiplying by 1/sqrt(bc2)). Each step therefore differs by an ulp or
 two, which the training loop carries along: after 30 steps we measured at most ~5e-6
 relative (6e-7 absolute) in float32 and ~2e-14 relative in float64. The tolerances below
 are a few times that -- far below what a wrong hyperparameter, an off-by-one step count or

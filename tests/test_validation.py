@@ -213,7 +213,7 @@ def test_kernels_refuse_bad_buffers_before_writing(kernel_module):
 
 
 def test_maximize_negates_a_nan_grad_as_numpy_does(kernel_module):
-    """maximize flips the sign bit of every grad element, NaN included (DESIGN.md's NumPy
+    """maximize flips the sign bit of every grad element, NaN included (docs/design.md: NumPy's
     -grad): the C kernels negate with an integer XOR so the compiler cannot fold
     p - lr*(-g) into p + lr*g, which would keep the NaN's sign."""
     for dtype, uint in ((np.float32, np.uint32), (np.float64, np.uint64)):

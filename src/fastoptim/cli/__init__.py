@@ -6,7 +6,8 @@
              backend and show the largest difference in ULP (0 expected); exit 1 on any
     demo     draw the lectures' pictures with matplotlib (python -m fastoptim demo --out DIR)
 
-Each command's module is imported when the command runs, so ``--help`` stays fast.
+Each command's module is imported when the command runs, so ``--help`` stays fast (bench's
+table of optimizers, TWINS, is read for its help: a module of plain data and functions).
 """
 import argparse
 import json
@@ -63,21 +64,34 @@ def build_parser():
         description="Time opt.step(grad) for each optimizer x dtype x size: fastoptim (C), its "
                     "data-movement limit (fastoptim.kernels.movement_loop over the same "
                     "buffers), the NumPy reference and, when installed, torch.optim fused and "
-                    "foreach; then the cost per call and per extra array.")
-    bench.add_argument("--quick", action="store_true",
-                       help="fewer sizes and optimizers, shorter timings (well under a minute)")
+                    "foreach; then the cost per call and per extra array, and the EWMA scan "
+                    "against pandas; last a verdict. The default run (every optimizer, float32, "
+                    "at 1M and 30M elements) takes about a minute on 2 cores.")
+    length = bench.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true",
+                        help="SGD and Adam at 1k, 100k and 3M, shorter timings "
+                             "(under half a minute)")
+    length.add_argument("--full", action="store_true",
+                        help="every optimizer, both dtypes, 1k to 30M: the README's tables "
+                             "(several minutes)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--sizes", nargs="+", metavar="N",
-                       help="element counts, e.g. 1e3 1e6 3e7 (default 1e3 1e4 1e5 1e6 3e7)")
+                       help="element counts, e.g. 1e3 1e6 3e7 (default 1e6 3e7; --full "
+                            "1e3 1e4 1e5 1e6 3e7)")
+    from fastoptim.cli.bench import TWINS  # the one table of optimizers; a light import
+
+    left_out = [name for name, twin in TWINS.items() if not twin.in_default_run]
     bench.add_argument("--optimizers", nargs="+", metavar="NAME",
-                       help="SGD Momentum Nesterov AdaGrad RMSProp Adam AdamW "
-                            "(default all but Nesterov)")
-    bench.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="float32 and/or float64")
+                       help=" ".join(TWINS) + (f" (default all but {', '.join(left_out)})"
+                                               if left_out else " (default all)"))
+    bench.add_argument("--dtypes", nargs="+", metavar="DTYPE",
+                       help="float32 and/or float64 (default float32; --quick, --full both)")
     bench.add_argument("--threads", type=_threads, metavar="N",
-                       help="threads for fastoptim and torch (default: all cores)")
+                       help="threads for fastoptim and torch (default: all cores; 1 when "
+                            "other processes share the machine)")
     bench.add_argument("--seconds", type=float, metavar="S",
                        help="time spent on each implementation per table cell "
-                            "(default 0.2, --quick 0.08)")
+                            "(default 0.12, --quick 0.08, --full 0.2)")
     bench.add_argument("--no-torch", action="store_true", help="leave torch out")
     bench.add_argument("--vs", choices=["torch"],
                        help="torch: also time the fastoptim.torch.Adam adapter against "
@@ -136,40 +150,27 @@ def _bench(args, parser):
         optimizers = _flatten(args.optimizers, _optimizer_name)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.seconds is not None and not args.seconds > 0:
+        parser.error(f"--seconds must be > 0, got {args.seconds}")
     if args.vs == "torch":
         try:
-            from fastoptim.cli import bench_torch as _torch_bench
-        except ImportError as exc:
-            print(f"fastoptim bench --vs torch: {exc}", file=sys.stderr)
+            import torch  # noqa: F401
+        except ImportError:
+            print(f"fastoptim bench --vs torch needs torch: {bench.TORCH_INSTALL}",
+                  file=sys.stderr)
             return 2
-    budget = bench.QUICK if args.quick else bench.FULL
-    if args.seconds is not None:
-        budget = budget._replace(seconds=args.seconds)
-    report = bench.run(
-        sizes=sizes or (bench.QUICK_SIZES if args.quick else bench.DEFAULT_SIZES),
-        optimizers=optimizers or (bench.QUICK_OPTIMIZERS if args.quick
-                                  else bench.DEFAULT_OPTIMIZERS),
-        dtypes=dtypes or bench.DTYPES,
-        threads=args.threads,
-        budget=budget,
-        use_torch=not args.no_torch,
-        ewma_sizes=(1_000_000,) if args.quick else (1_000_000, 10_000_000),
-    )
-    text = bench.format_report(report)
-    if args.vs == "torch":
-        print("fastoptim bench: fastoptim.torch.Adam against torch.optim.Adam ...",
-              file=sys.stderr)
-        sizes = ((1, 1_000_000), (100, 10_000)) if args.quick else _torch_bench.DEFAULT_SIZES
-        rows = _torch_bench.compare_with_torch(sizes, repeats=7 if args.quick else 20)
-        report["torch_adapter"] = rows
-        text += ("\n\nfastoptim.torch.Adam (the torch.optim adapter) against torch.optim.Adam, "
-                 "float32; fastoptim x = how many times faster the adapter is\n"
-                 + _torch_bench.format_rows(rows))
+    plan = bench.PLANS["quick" if args.quick else "full" if args.full else "default"]
+    plan = plan._replace(
+        optimizers=tuple(optimizers or plan.optimizers), dtypes=tuple(dtypes or plan.dtypes),
+        sizes=tuple(sizes or plan.sizes),
+        budget=plan.budget._replace(seconds=args.seconds or plan.budget.seconds))
+    report = bench.run(plan, threads=args.threads, use_torch=not args.no_torch,
+                       vs_torch=args.vs == "torch")
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
     else:
-        print(text)
+        print(bench.format_report(report))
     return 0
 
 

@@ -7,13 +7,13 @@ Method. For each size, every variant gets its own params (the same initial value
 own state and the same fixed grads, and takes one untimed step first (state creation).
 Then the variants are timed one step at a time with time.perf_counter, in rounds that
 interleave them (the order rotating each round) so that noise from a shared machine hits
-them alike; each variant's result is the median of its rounds.
+them alike; each variant's result is the median of its rounds, with their quartiles.
 """
 import gc
-import statistics
 import time
 
 import fastoptim.torch as fot  # without torch, its ImportError says how to install it
+from fastoptim.cli.bench import timing
 
 torch = fot.torch
 
@@ -50,7 +50,8 @@ def compare_with_torch(sizes=DEFAULT_SIZES, repeats=20, *, dtype="float32", vari
 
     A size is ``(tensors, numel)`` (that many params of numel elements) or an int n (one
     param of n elements). Each row: optimizer, variant, tensors, numel, elements, dtype,
-    repeats, median_s (seconds per step), ns_per_element, and speedup: how many times
+    repeats, median_s (seconds per step), seconds_quartiles ([median, first quartile, third
+    quartile] of the rounds), ns_per_element, and speedup: how many times
     faster fastoptim.torch.Adam's step is than this variant's (1.0 on the fastoptim row;
     needs "fastoptim" in variants, else None). A variant this torch cannot run on this CPU
     (e.g. fused) is left out of the rows.
@@ -69,21 +70,23 @@ def compare_with_torch(sizes=DEFAULT_SIZES, repeats=20, *, dtype="float32", vari
                 steps[variant] = make_adam_step(variant, tensors, numel, dtype, grads=grads)
             except RuntimeError:  # e.g. no fused Adam for this device or dtype
                 continue
-        medians = _interleaved_medians(steps, repeats)
+        timings = _interleaved_timings(steps, repeats)
         del steps, grads
         gc.collect()
-        base = medians.get("fastoptim")
-        for variant, seconds in medians.items():
+        base = timings["fastoptim"].median if "fastoptim" in timings else None
+        for variant, t in timings.items():
             rows.append({
                 "optimizer": "Adam", "variant": variant, "tensors": tensors, "numel": numel,
                 "elements": tensors * numel, "dtype": dtype, "repeats": repeats,
-                "median_s": seconds, "ns_per_element": seconds * 1e9 / (tensors * numel),
-                "speedup": seconds / base if base else None,
+                "median_s": t.median, "seconds_quartiles": t.scaled(1),
+                "ns_per_element": t.median * 1e9 / (tensors * numel),
+                "speedup": t.median / base if base else None,
             })
     return rows
 
 
-def _interleaved_medians(steps, repeats):
+def _interleaved_timings(steps, repeats):
+    """{name: Timing} of one step per round, over ``repeats`` rounds."""
     names = list(steps)
     samples = {name: [] for name in names}
     for r in range(repeats):
@@ -92,15 +95,18 @@ def _interleaved_medians(steps, repeats):
             start = time.perf_counter()
             steps[name]()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples[name]) for name in names}
+    return {name: timing(samples[name]) for name in names}
 
 
 def format_rows(rows):
-    """The rows as a plain-text table (for a quick look; the CLI formats its own)."""
-    lines = [f"{'size':>12} {'variant':>14} {'ms/step':>9} {'ns/elem':>8} {'fastoptim x':>11}"]
+    """The rows as a plain-text table; ± is half the interquartile range of the rounds."""
+    lines = [f"{'size':>12} {'variant':>14} {'ms/step':>9} {'±':>5} {'ns/elem':>8} "
+             f"{'fastoptim ×':>11}"]
     for row in rows:
-        size = f"{row['tensors']}x{row['numel']:,}"
+        size = f"{row['tensors']}×{row['numel']:,}"
+        median, q1, q3 = row["seconds_quartiles"]
+        spread = f"{100 * (q3 - q1) / 2 / median:.0f}%"
         speedup = "" if row["speedup"] is None else f"{row['speedup']:.2f}"
-        lines.append(f"{size:>12} {row['variant']:>14} {row['median_s'] * 1e3:9.3f} "
+        lines.append(f"{size:>12} {row['variant']:>14} {median * 1e3:9.3f} {spread:>5} "
                      f"{row['ns_per_element']:8.3f} {speedup:>11}")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """python -m fastoptim demo: the lectures' pictures, computed with fastoptim, drawn with matplotlib.
 
-Writes three PNGs into ``--out`` (default ``docs/``):
+Writes three PNGs into ``--out`` (default ``./fastoptim-demo``, created; ``--out docs`` in a
+checkout regenerates the README's pictures):
 
     paths.png     SGD, Momentum, Nesterov, AdaGrad, RMSProp and Adam on the anisotropic bowl
                   f(x, y) = x^2/20 + y^2 from (-7, 2), over its contour lines
@@ -27,6 +28,8 @@ from fastoptim.data import minibatches
 __all__ = ["main", "bowl", "bowl_gradient", "optimizer_path", "daily_temperatures",
            "synthetic_digits", "load_dataset", "MLP", "train", "train_all"]
 
+# not docs/: run inside a checkout, that would overwrite the README's pictures
+DEFAULT_OUT = "fastoptim-demo"
 INSTALL_HINT = ('fastoptim demo needs matplotlib, an optional extra: '
                 'pip install "fastoptim[plot]"  (or: pip install matplotlib)')
 
@@ -349,8 +352,9 @@ def build_parser(prog="fastoptim demo"):
                     "anisotropic bowl (paths.png), EWMA of a noisy year (ewma.png) and an "
                     "MLP trained on handwritten digits with each optimizer (training.png). "
                     'Needs matplotlib: pip install "fastoptim[plot]".')
-    parser.add_argument("--out", default="docs", metavar="DIR",
-                        help="folder for the PNGs, created if missing (default: docs)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"folder for the PNGs, created if missing (default: ./{DEFAULT_OUT}"
+                             "; --out docs in a checkout redraws the README's pictures)")
     parser.add_argument("--quick", action="store_true",
                         help="train for fewer epochs (for tests; the pictures are coarser)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",

@@ -2,7 +2,7 @@
 
 Every case of fastoptim._cases, in float32 and float64, at each size, runs the same steps on
 the same random data through both backends; the table shows the largest distance in units
-in the last place (ULP) over every buffer and size. DESIGN.md promises 0 everywhere.
+in the last place (ULP) over every buffer and size. The design promises 0 everywhere.
 Exit status: 0 all identical, 1 any difference, 2 the extension is not built.
 """
 import sys
