@@ -7,8 +7,10 @@ it is away::
 
     from fastoptim.testing import compare_optimizer
     report = compare_optimizer(my_adam_step, "Adam", dtype="float32", lr=1e-3)
-    print(report)                   # a table: per step and buffer, max ULP, max rel. error,
-    assert report.max_ulp <= 4      #   and the first element that differs
+    print(report)           # a table: per step and buffer, max ULP, max relative error,
+                            #   error relative to the buffer's scale, first differing element
+    assert report.max_ulp == 0                  # same operations in the same order, or
+    assert report.max_ulp_of("param") <= 2      #   rounded differently (FMA, lerp, ...)
 
 Also here: `ulp_distance`, `max_ulp` and `assert_same_bits`, the element-wise comparisons
 fastoptim's own tests and ``python -m fastoptim verify`` use, for float16, bfloat16 (NumPy
@@ -29,7 +31,10 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_SIZES",
+    "FLOAT_DTYPE_NAMES",
     "NAN_VS_NUMBER",
+    "float_dtype",
+    "as_numpy",
     "ulp_distance",
     "max_ulp",
     "bits",
@@ -186,7 +191,7 @@ def assert_same_bits(actual, desired, what="array", *, show=5):
     worst = f" (max {_format_ulp(distance.max())})" if floats else ""
     lines = [f"{what}: {differ.size} of {actual.size} elements differ{worst}; first at"]
     for flat in differ[:show]:
-        index = np.unravel_index(flat, actual.shape)
+        index = tuple(int(k) for k in np.unravel_index(flat, actual.shape))
         index = index[0] if len(index) == 1 else index
         ulp = f" ({_format_ulp(distance.flat[flat])})" if floats else ""
         lines.append(f"  [{index}]: {actual.flat[flat]!s} vs {desired.flat[flat]!s}{ulp}")
@@ -225,9 +230,12 @@ def random_problem(sizes, dtype, steps, seed, *, special_values=False):
         scales.append(scale)
     specials = None
     if special_values:
-        info = np.finfo(dtype)
-        specials = np.array([np.nan, np.inf, -np.inf, -0.0, info.smallest_subnormal, info.max],
-                            dtype=np.float64)
+        # the smallest subnormal and the largest finite value by their bits (np.finfo does
+        # not know bfloat16)
+        unsigned = _UNSIGNED[dtype.itemsize]
+        inf_bits = int(np.array(np.inf, dtype).view(unsigned))
+        tiny, huge = np.array([1, inf_bits - 1], unsigned).view(dtype).astype(np.float64)
+        specials = np.array([np.nan, np.inf, -np.inf, -0.0, tiny, huge])
     grads = []
     for _ in range(steps):
         step_grads = []
@@ -342,21 +350,20 @@ def _candidate_runner(candidate, hyperparameters, device):
     target = candidate
     while isinstance(target, functools.partial):
         target = target.func
+    torch = sys.modules.get("torch")   # a torch.optim class means torch is imported
+    if isinstance(target, type) and torch is not None and issubclass(target,
+                                                                      torch.optim.Optimizer):
+        return (lambda params, _: _TorchOptimizerRun(candidate, params, hyperparameters,
+                                                     device)), _TorchOptimizerRun.kind
+    if device is not None:
+        raise ValueError("device applies to torch.optim candidates only")
     if isinstance(target, type):
-        torch = sys.modules.get("torch")
-        if torch is not None and issubclass(target, torch.optim.Optimizer):
-            return (lambda params, _: _TorchOptimizerRun(candidate, params, hyperparameters,
-                                                         device)), _TorchOptimizerRun.kind
-        if device is not None:
-            raise ValueError("device applies to torch.optim candidates only")
         return (lambda params, _: _ArrayOptimizerRun(candidate, params, hyperparameters)), \
             _ArrayOptimizerRun.kind
     if not callable(candidate):
         raise TypeError("candidate must be a step function step(params, grads, state), an "
                         "optimizer class or a functools.partial of one, got "
                         f"{type(candidate).__name__}")
-    if device is not None:
-        raise ValueError("device applies to torch.optim candidates only")
     try:
         inspect.signature(candidate).bind(None, None, None)
     except TypeError:
@@ -370,14 +377,21 @@ def _candidate_runner(candidate, hyperparameters, device):
 
 
 def _describe(candidate):
+    """A short name: a function's own name, a class by its public path (torch.optim.Adam,
+    fastoptim.Adam), a partial with its fixed arguments."""
     if isinstance(candidate, functools.partial):
         arguments = [repr(a) for a in candidate.args]
         arguments += [f"{k}={v!r}" for k, v in candidate.keywords.items()]
         return f"{_describe(candidate.func)}({', '.join(arguments)})"
-    module = getattr(candidate, "__module__", None) or ""
-    name = getattr(candidate, "__qualname__", None) or type(candidate).__name__
-    package = module.split(".")[0]
-    return f"{package}.{name}" if package in ("torch", "fastoptim") else name
+    if not isinstance(candidate, type):
+        return getattr(candidate, "__name__", None) or type(candidate).__name__
+    name = candidate.__qualname__
+    parts = candidate.__module__.split(".")
+    for k in range(1, len(parts) + 1):   # the shortest module that exports the class
+        module = ".".join(parts[:k])
+        if getattr(sys.modules.get(module), name, None) is candidate:
+            return name if module == "__main__" else f"{module}.{name}"
+    return name
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -492,7 +506,7 @@ class Report:
                          f"{d.desired!s}")
             lines.append(f"{row.step:>4}  {row.buffer:<14} {_ulp_cell(row.max_ulp):>10} "
                          f"{row.max_rel_error:>8.2g} {row.max_scaled_error:>9.2g} "
-                         f"{row.differing:>7} {row.nan_mismatches:>7}  {first}")
+                         f"{row.differing:>7} {row.nan_mismatches:>7}  {first}".rstrip())
         label = 30
         lines += ["", f"{'params, max ULP after step':<{label}}"
                   + "".join(f"{t:>8}" for t in range(1, self.steps + 1))]
@@ -517,37 +531,41 @@ def _ulp_cell(ulp):
 
 def _compare_buffer(step, buffer, actual, desired, sizes, dtype):
     """A StepRow for one buffer: actual (the candidate's arrays or tensors) against desired
-    (the reference's arrays)."""
-    worst, worst_rel, worst_scaled, differing, nan_mismatches, first = 0, 0.0, 0.0, 0, 0, None
+    (the reference's arrays), compared as one concatenation of all arrays."""
     for i, (a, d) in enumerate(zip(actual, desired)):
-        a = as_numpy(a)
-        if a.dtype != dtype or a.shape != d.shape:
+        if as_numpy(a).dtype != dtype or tuple(a.shape) != d.shape:
             raise TypeError(f"the candidate's {buffer} of params[{i}] after step {step} is "
-                            f"{a.dtype}{list(a.shape)}, expected {dtype}{list(d.shape)}")
-        distance = ulp_distance(a, d)
-        differ = np.flatnonzero(distance)
-        if differ.size == 0:
-            continue
-        mismatched = distance == NAN_VS_NUMBER
-        nan_mismatches += int(mismatched.sum())
-        differing += differ.size
-        worst = math.inf if mismatched.any() else max(worst, int(distance.max()))
-        with np.errstate(all="ignore"):
-            d64 = d.astype(np.float64)
-            error = np.abs(a.astype(np.float64) - d64)
-            error[(distance == 0) | mismatched] = 0.0
-            error[np.isnan(error)] = np.inf            # inf against inf of the other sign
-            rel = np.where(error == 0, 0.0, error / np.abs(d64))
-            rel[np.isnan(rel)] = np.inf                # inf against a finite value
-            scale = np.abs(d64[np.isfinite(d64)]).max(initial=0.0)
-            worst_scaled = max(worst_scaled, float(error.max() / scale) if scale else np.inf)
-        worst_rel = max(worst_rel, float(rel.max()))
-        if first is None:
-            j = int(differ[0])
-            first = Divergence(step, buffer, i, sizes[i], j, a[j], d[j],
-                               math.inf if mismatched[j] else int(distance[j]))
-    return StepRow(step, buffer, worst, worst_rel, worst_scaled, differing, nan_mismatches,
-                   first)
+                            f"{as_numpy(a).dtype}{list(a.shape)}, expected "
+                            f"{dtype}{list(d.shape)}")
+    a = np.concatenate([as_numpy(x).ravel() for x in actual])
+    d = np.concatenate([x.ravel() for x in desired])
+    distance = ulp_distance(a, d)
+    differ = np.flatnonzero(distance)
+    if differ.size == 0:
+        return StepRow(step, buffer, 0, 0.0, 0.0, 0, 0, None)
+    mismatched = distance == NAN_VS_NUMBER
+    with np.errstate(all="ignore"):
+        d64 = d.astype(np.float64)
+        error = np.abs(a.astype(np.float64) - d64)
+        error[(distance == 0) | mismatched] = 0.0
+        error[np.isnan(error)] = np.inf                # inf against inf of the other sign
+        rel = np.where(error == 0, 0.0, error / np.abs(d64))
+        rel[np.isnan(rel)] = np.inf                    # inf against a finite value
+    # which array each differing element is in, and where in it
+    offsets = np.cumsum((0,) + tuple(sizes))
+    owner = np.searchsorted(offsets, differ, side="right") - 1
+    scaled = 0.0
+    for i in np.unique(owner):
+        part = slice(offsets[i], offsets[i + 1])
+        scale = np.abs(d64[part][np.isfinite(d64[part])]).max(initial=0.0)
+        scaled = max(scaled, float(error[part].max() / scale) if scale else math.inf)
+    j, i = int(differ[0]), int(owner[0])
+    element = j - int(offsets[i])
+    first = Divergence(step, buffer, i, sizes[i], element, a[j], d[j],
+                       math.inf if mismatched[j] else int(distance[j]))
+    worst = math.inf if mismatched.any() else int(distance.max())
+    return StepRow(step, buffer, worst, float(rel.max()), scaled, int(differ.size),
+                   int(mismatched.sum()), first)
 
 
 def _state_arrays(run, name, desired):
@@ -652,13 +670,18 @@ def compare_optimizer(candidate, optimizer, *, dtype="float32", sizes=DEFAULT_SI
     sizes = tuple(int(n) for n in sizes)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if "backend" in hyperparameters:
+        raise ValueError("backend: the reference always runs backend='numpy'; choose the "
+                         "candidate's with functools.partial(cls, backend=...)")
     make_run, kind = _candidate_runner(candidate, hyperparameters, device)
 
     params, grads = random_problem(sizes, dtype, steps, seed, special_values=special_values)
-    initial_state, trajectory = _reference_trajectory(reference_class, params, grads,
-                                                      hyperparameters)
-    runs = {mode: _run_candidate(make_run, params, grads, initial_state, trajectory, sizes,
-                                 dtype, mode) for mode in (False, True)}
+    # NaN and inf are the point of special_values: no warnings about them
+    with np.errstate(all="ignore" if special_values else None):
+        initial_state, trajectory = _reference_trajectory(reference_class, params, grads,
+                                                          hyperparameters)
+        runs = {mode: _run_candidate(make_run, params, grads, initial_state, trajectory,
+                                     sizes, dtype, mode) for mode in (False, True)}
     rows, compared = runs[bool(resync)]
     reference_names = list(trajectory[0])
     return Report(
