@@ -103,7 +103,8 @@ def build_parser():
     verify.add_argument("--steps", type=int, default=None, metavar="N",
                         help="steps per run (default 6)")
     verify.add_argument("--sizes", nargs="+", metavar="N",
-                        help="element counts (default 1 7 31 1000 131109)")
+                        help="element counts (default 1 7 31 1000 131109; with --against "
+                             "torch, fastoptim.testing.DEFAULT_SIZES)")
     verify.add_argument("--dtypes", nargs="+", metavar="DTYPE",
                         help="float32 and/or float64 (with --against torch also bfloat16, "
                              "float16)")
