@@ -404,7 +404,7 @@ class Divergence:
     buffer: str        # "param" or a state name
     param: int         # which array: an index into sizes
     size: int
-    element: int       # index within that array
+    element: int       # flat index within that array
     actual: object     # the candidate's value (a NumPy scalar of the dtype)
     desired: object    # the reference's value
     ulp: object        # int, or math.inf for NaN against a number
@@ -551,8 +551,9 @@ def _compare_buffer(step, buffer, actual, desired, sizes, dtype):
         error[np.isnan(error)] = np.inf                # inf against inf of the other sign
         rel = np.where(error == 0, 0.0, error / np.abs(d64))
         rel[np.isnan(rel)] = np.inf                    # inf against a finite value
-    # which array each differing element is in, and where in it
-    offsets = np.cumsum((0,) + tuple(sizes))
+    # which array each differing element is in, and where in it (a state array may have
+    # another shape than its param: the element is then its flat index)
+    offsets = np.cumsum([0] + [x.size for x in desired])
     owner = np.searchsorted(offsets, differ, side="right") - 1
     scaled = 0.0
     for i in np.unique(owner):
@@ -574,7 +575,7 @@ def _state_arrays(run, name, desired):
     found = []
     for state, d in zip(run.state, desired):
         a = state.get(name)
-        if a is None or tuple(a.shape) != d.shape:
+        if not hasattr(a, "shape") or tuple(a.shape) != d.shape:
             return None
         found.append(a)
     return found
@@ -584,7 +585,7 @@ def _run_candidate(make_run, params, grads, initial_state, trajectory, sizes, dt
     """Step a fresh run of the candidate through the problem, comparing after every step
     (and, with resync, overwriting its params and same-named state with the reference's)."""
     run = make_run([p.copy() for p in params],
-                   [{name: a.copy() for name, a in st.items()} for st in initial_state])
+                   [{name: _copy(a) for name, a in st.items()} for st in initial_state])
     rows, compared = [], {"param"}
     for step, (step_grads, desired) in enumerate(zip(grads, trajectory), 1):
         run.step([g.copy() for g in step_grads])
@@ -604,17 +605,25 @@ def _run_candidate(make_run, params, grads, initial_state, trajectory, sizes, dt
 
 
 def _reference_trajectory(reference_class, params, grads, hyperparameters):
-    """The reference's initial state and, after each step, a copy of its params and state."""
+    """The reference's initial state and, after each step, a copy of its params and of its
+    float state arrays (other state, such as a step count, is not compared)."""
     reference = reference_class([p.copy() for p in params], backend="numpy", **hyperparameters)
-    initial_state = [{name: a.copy() for name, a in st.items()} for st in reference.state]
+    initial_state = [{name: _copy(a) for name, a in st.items()} for st in reference.state]
     trajectory = []
     for step_grads in grads:
         reference.step([g.copy() for g in step_grads])
         snapshot = {"param": [p.copy() for p in reference.params]}
         for name in dict.fromkeys(name for st in reference.state for name in st):
-            snapshot[name] = [st[name].copy() for st in reference.state]
+            arrays = [st.get(name) for st in reference.state]
+            if all(isinstance(a, np.ndarray) and a.dtype.name in FLOAT_DTYPE_NAMES
+                   for a in arrays):
+                snapshot[name] = [a.copy() for a in arrays]
         trajectory.append(snapshot)
     return initial_state, trajectory
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 def compare_optimizer(candidate, optimizer, *, dtype="float32", sizes=DEFAULT_SIZES, steps=10,
