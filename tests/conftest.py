@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fastoptim import reference
+from fastoptim.testing import assert_same_bits, bits  # noqa: F401  (the tests' helpers)
 
 try:
     from fastoptim import kernels
@@ -11,22 +12,6 @@ except ImportError:  # the extension is not built: only the reference can be tes
 needs_kernels = pytest.mark.skipif(kernels is None, reason="fastoptim._kernels is not built")
 
 DTYPES = (np.float32, np.float64)
-
-
-def bits(a):
-    """The raw bits of a float array, for exact comparison (NaN payloads included)."""
-    a = np.ascontiguousarray(a)
-    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
-
-
-def assert_same_bits(actual, expected, what="array"):
-    actual_bits, expected_bits = bits(actual), bits(expected)
-    differ = np.flatnonzero(actual_bits != expected_bits)
-    if differ.size:
-        i = differ[0]
-        raise AssertionError(
-            f"{what}: {differ.size} of {actual.size} elements differ in their bits; first at "
-            f"{i}: {actual.flat[i]!r} vs {expected.flat[i]!r}")
 
 
 @pytest.fixture(params=["c", "numpy"])

@@ -3,7 +3,8 @@
     bench    time every optimizer step against its data-movement limit, the NumPy
              reference and torch.optim (python -m fastoptim bench --quick)
     verify   run every kernel and option combination through the compiled and the NumPy
-             backend and show the largest difference in ULP (0 expected); exit 1 on any
+             backend and show the largest difference in ULP (0 expected); exit 1 on any;
+             --against torch: how far torch.optim's implementations are from the reference
     demo     draw the lectures' pictures with matplotlib (python -m fastoptim demo --out DIR)
 
 Each command's module is imported when the command runs, so ``--help`` stays fast (bench's
@@ -44,6 +45,15 @@ def _flatten(values, convert):
 def _dtype(text):
     if text not in DTYPE_NAMES:
         raise argparse.ArgumentTypeError(f"dtype must be one of {DTYPE_NAMES}, got {text!r}")
+    return text
+
+
+def _any_float_dtype(text):
+    from fastoptim.testing import FLOAT_DTYPE_NAMES
+
+    if text not in FLOAT_DTYPE_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"dtype must be one of {FLOAT_DTYPE_NAMES}, got {text!r}")
     return text
 
 
@@ -107,10 +117,17 @@ def build_parser():
     verify.add_argument("--steps", type=int, default=None, metavar="N",
                         help="steps per run (default 6)")
     verify.add_argument("--sizes", nargs="+", metavar="N",
-                        help="element counts (default 1 7 31 1000 131109)")
-    verify.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="float32 and/or float64")
+                        help="element counts (default 1 7 31 1000 131109; with --against "
+                             "torch, fastoptim.testing.DEFAULT_SIZES)")
+    verify.add_argument("--dtypes", nargs="+", metavar="DTYPE",
+                        help="float32 and/or float64 (with --against torch also bfloat16, "
+                             "float16)")
     verify.add_argument("--threads", type=_threads, metavar="N",
                         help="threads for the compiled kernels (default: all cores)")
+    verify.add_argument("--against", choices=["torch"],
+                        help="torch: instead, the max ULP distance of torch.optim's for-loop, "
+                             "foreach and fused implementations from the NumPy reference "
+                             "after --steps steps (default 10), per optimizer and dtype")
     verify.set_defaults(run=_verify)
 
     # listed here for --help; `main` hands its arguments to fastoptim.cli.demo's own parser
@@ -189,10 +206,22 @@ def _verify(args, parser):
 
     try:
         sizes = _flatten(args.sizes, parse_size)
-        dtypes = _flatten(args.dtypes, _dtype)
+        dtypes = _flatten(args.dtypes, _dtype if args.against is None else _any_float_dtype)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.against == "torch":
+        try:
+            import torch  # noqa: F401
+
+            from fastoptim.cli import verify_torch
+        except ImportError as exc:
+            print(f"fastoptim verify --against torch: {exc}; pip install torch==2.13.0",
+                  file=sys.stderr)
+            return 2
+        return verify_torch.verify_against_torch(
+            sizes=sizes or verify_torch.testing.DEFAULT_SIZES,
+            dtypes=dtypes or verify_torch.DTYPES, steps=args.steps or verify_torch.DEFAULT_STEPS)
     return verify.verify(sizes=sizes or verify.DEFAULT_SIZES, dtypes=dtypes or verify.DTYPES,
                          steps=args.steps or verify.DEFAULT_STEPS, threads=args.threads)

@@ -2,7 +2,8 @@
 
 Every case of fastoptim._cases, in float32 and float64, at each size, runs the same steps on
 the same random data through both backends; the table shows the largest distance in units
-in the last place (ULP) over every buffer and size. The design promises 0 everywhere.
+in the last place (ULP, fastoptim.testing.max_ulp) over every buffer and size: 0 everywhere
+is the promise.
 Exit status: 0 all identical, 1 any difference, 2 the extension is not built.
 """
 import sys
@@ -11,35 +12,12 @@ import numpy as np
 
 from fastoptim import reference
 from fastoptim._cases import kernel_cases, run_case
+from fastoptim.testing import max_ulp
 
 # a scalar-only call, SIMD tails, a cache-sized array, and one split across threads
 DEFAULT_SIZES = (1, 7, 31, 1000, 2 * 65536 + 37)
 DEFAULT_STEPS = 6
 DTYPES = ("float32", "float64")
-
-
-def ordered_bits(a):
-    """The bits of a float array as int64 keys in the order of the values: adjacent floats
-    get adjacent keys, and -0.0 and +0.0 are one apart (so 0 means identical bits)."""
-    bits = a.view(np.int32 if a.dtype == np.float32 else np.int64).astype(np.int64)
-    magnitude = bits & np.int64(0x7FFFFFFF if a.dtype == np.float32 else 0x7FFFFFFFFFFFFFFF)
-    return np.where(bits >= 0, bits, -1 - magnitude)
-
-
-def max_ulp(a, b):
-    """The largest ULP distance between a and b element by element: an int, 0 when every
-    pair has the same bits or both are NaN; inf when a NaN meets a number."""
-    if a.size == 0:
-        return 0
-    ka, kb = ordered_bits(a), ordered_bits(b)
-    # differences up to 2**64 - 1: subtract in uint64, where the wrap-around gives |ka - kb|
-    ua, ub = ka.view(np.uint64), kb.view(np.uint64)
-    distance = np.where(ka >= kb, ua - ub, ub - ua)
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    if np.any(nan_a != nan_b):
-        return float("inf")
-    distance[nan_a] = 0
-    return int(distance.max())
 
 
 def random_problem(n, dtype, steps, seed):
