@@ -517,9 +517,12 @@ def test_verify_against_torch_prints_one_cell_per_optimizer_and_implementation(c
     report = compare_optimizer(functools.partial(torch.optim.Adam, fused=True), "Adam",
                                dtype="float64", sizes=sizes, steps=2, lr=1e-3)
     assert cells["Adam"][2][:2] == (str(report.drift_free[-1]), str(max(report.drift_resynced)))
-    # and torch is within rounding of the reference: an ULP or two per step
-    assert all(int(one_step) <= 2 for row in cells.values() for _, one_step, dash in row
-               if not dash)
+    # and torch is within rounding of the reference: an ULP or two per step -- except where
+    # torch keeps a scalar of the step in a float32 tensor whatever the param's dtype
+    # (NAdam's mu_product, ASGD's eta and mu), which costs float64 params their precision
+    float32_scalars = {"NAdam", "ASGD"}
+    assert all(int(one_step) <= 2 for label, row in cells.items() for _, one_step, dash in row
+               if not dash and label not in float32_scalars)
 
 
 def test_verify_against_torch_lists_dtypes_fastoptim_does_not_take(capsys):

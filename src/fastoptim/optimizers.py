@@ -216,6 +216,9 @@ class Optimizer:
                 or not 0 <= step_count < 2**62:
             raise ValueError(f"state_dict step_count must be an integer >= 0, got {step_count!r}")
         names = {h.name for h in self.rule.hyperparameters}
+        # a checkpoint from before a hyperparameter existed means its default
+        hyper = {**{h.name: h.default for h in self.rule.hyperparameters if h.name not in hyper},
+                 **hyper}
         if set(hyper) != names:
             raise ValueError(f"state_dict hyperparameters are {sorted(hyper)}, expected "
                              f"{sorted(names)}")

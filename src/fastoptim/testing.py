@@ -308,6 +308,14 @@ class _StepFunctionRun:
         self._step_function(self.params, grads, self.state)
 
 
+def _training(optimizer):
+    """The optimizer, switched to training where it has modes (Schedule-Free's train(),
+    which both fastoptim and the schedulefree reference require before stepping)."""
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+    return optimizer
+
+
 class _ArrayOptimizerRun:
     """A candidate class with fastoptim's interface: cls(params, **hyperparameters), .params,
     .state (one dict per param), .step(grads)."""
@@ -315,7 +323,7 @@ class _ArrayOptimizerRun:
     kind = "an optimizer class on NumPy arrays"
 
     def __init__(self, cls, params, hyperparameters):
-        self.optimizer = cls(params, **hyperparameters)
+        self.optimizer = _training(cls(params, **hyperparameters))
         self.params = self.optimizer.params
         self.state = self.optimizer.state
 
@@ -332,7 +340,7 @@ class _TorchOptimizerRun:
     def __init__(self, cls, params, hyperparameters, device):
         self.device = device or "cpu"
         self.params = [_to_torch(p, self.device).requires_grad_() for p in params]
-        self.optimizer = cls(self.params, **hyperparameters)
+        self.optimizer = _training(cls(self.params, **hyperparameters))
 
     @property
     def state(self):
@@ -607,7 +615,8 @@ def _run_candidate(make_run, params, grads, initial_state, trajectory, sizes, dt
 def _reference_trajectory(reference_class, params, grads, hyperparameters):
     """The reference's initial state and, after each step, a copy of its params and of its
     float state arrays (other state, such as a step count, is not compared)."""
-    reference = reference_class([p.copy() for p in params], backend="numpy", **hyperparameters)
+    reference = _training(reference_class([p.copy() for p in params], backend="numpy",
+                                          **hyperparameters))
     initial_state = [{name: _copy(a) for name, a in st.items()} for st in reference.state]
     trajectory = []
     for step_grads in grads:

@@ -91,6 +91,8 @@ def _scalar(value):
 def _is_dense(tensor):
     """No overlap and no gap in some order of the dimensions (contiguous, channels_last,
     permuted): the elements fill numel() consecutive slots from data_ptr()."""
+    if tensor.numel() == 0:
+        return True
     expected = 1
     for stride, size in sorted((st, s) for s, st in zip(tensor.shape, tensor.stride()) if s != 1):
         if stride != expected:
