@@ -9,9 +9,11 @@ The optimizer classes run fastoptim.kernels (compiled C) or fastoptim.reference 
 the two agree bit for bit. See README.md and docs/design.md for the formulas.
 """
 from fastoptim import data, optimizers, schedules
+from fastoptim.clipping import clip_grad_norm, grad_norm
 from fastoptim.moving_average import EWMA, ewma
 from fastoptim.optimizers import *  # noqa: F403  (the optimizer classes: optimizers.__all__)
 
 __version__ = "0.2.0"
 
-__all__ = optimizers.__all__ + ["ewma", "EWMA", "data", "schedules"]
+__all__ = optimizers.__all__ + ["clip_grad_norm", "grad_norm", "ewma", "EWMA", "data",
+                                "schedules"]

@@ -29,6 +29,7 @@ from fastoptim._checks import (
     check_threads,
     compute_dtype,
 )
+from fastoptim.clipping import clip_coefficient, total_norm
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "Adagrad", "RMSProp",
            "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "LAMB", "Lion",
@@ -319,7 +320,7 @@ class Optimizer:
                 return False
             if self.max_grad_norm is not None:
                 total = total_norm(sums[:, 0], self.norm_type) * factor
-                factor *= min(1.0, self.max_grad_norm / (total + 1e-6))
+                factor *= clip_coefficient(total, self.max_grad_norm)
         lr = self.current_lr()
         call = self.rule.kernel({**self._hyper, "lr": lr}, lr, self.step_count + 1,
                                 self.scalars)
@@ -364,18 +365,6 @@ class Optimizer:
         return (f"fastoptim.{type(self).__name__}(<{len(self.params)} arrays>, lr={lr}"
                 + "".join(", " + c for c in changed) + f", backend={self._backend!r}, "
                 f"step_count={self.step_count})")
-
-
-def total_norm(per_array, norm_type):
-    """The norm of all arrays from their per-array sums (sums of squares for 2, of absolute
-    values for 1, maxima for inf), added in array order."""
-    if norm_type == math.inf:
-        return max((float(x) for x in per_array), default=0.0,
-                   key=lambda x: math.inf if x != x else x)
-    total = 0.0
-    for x in per_array:
-        total += float(x)
-    return math.sqrt(total) if norm_type == 2.0 else total
 
 
 def _kernel_arg(arrays):

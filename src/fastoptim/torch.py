@@ -50,7 +50,7 @@ from fastoptim._checks import (
     check_seed,
     check_threads,
 )
-from fastoptim.optimizers import total_norm
+from fastoptim.clipping import clip_coefficient, total_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam",
            "RAdam", "Rprop", "ASGD", "Lion", "LAMB", "ScheduleFreeAdamW"]
@@ -128,6 +128,12 @@ def _check_tensor(tensor, what):
     if not _is_dense(tensor):
         raise ValueError(f"{what} is not dense (shape {tuple(tensor.shape)}, strides "
                          f"{tensor.stride()}): its elements overlap or leave gaps")
+
+
+def _dry_run(kernel, buffers, scalars, **options):
+    """A runner that runs nothing (sums of zeros): a kernel function called with it only
+    checks its arguments."""
+    return np.zeros((1, kernel.sums)) if kernel.sums else None
 
 
 def _position(group, p):
@@ -467,7 +473,7 @@ class _Optimizer(torch.optim.Optimizer):
                 return loss
             if self.max_grad_norm is not None:
                 total = total_norm(sums[:, 0], self.norm_type) * factor
-                factor *= min(1.0, self.max_grad_norm / (total + 1e-6))
+                factor *= clip_coefficient(total, self.max_grad_norm)
         calls = [self._calls(g, group, h, plan) for g, group, h, plan, _ in work]
 
         # 2. write: new state, the kernels, the counters -- with Ctrl-C held back
@@ -549,6 +555,10 @@ class _Optimizer(torch.optim.Optimizer):
             kwargs = dict(call.kwargs, param_index=param_index)
             if fresh_buffer is not None and call.kernel == "momentum_step":
                 kwargs["first_step"] = bool(fresh_buffer[first])
+            # the kernel function's own checks (step range, the scalars it derives), now:
+            # after the first group is written, nothing may fail
+            function, _ = _kernel_specs.FUNCTIONS[call.kernel]
+            function(_dry_run, "param", "grad", *call.buffers, **kwargs)
             calls.append((call.kernel, call.buffers, kwargs, call.scalars, members))
         return calls
 
