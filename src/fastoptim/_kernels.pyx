@@ -312,41 +312,21 @@ def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
               const int64_t[::1] n, scalars, *, int64_t step=1, param_copy=None,
               bint stochastic=False, uint64_t seed=0, int64_t param_index=0, int threads=0,
               bint writes=True):
-    """``run`` for a caller that has checked its buffers itself (fastoptim.torch's plans):
-    one row per array of data addresses (0: unused), fastoptim.h dtype codes and element
-    counts, in role order with the param copy last. Only the overlap rule is checked here
-    (ValueError). ``param_copy`` is ignored: the copy is the table's last column."""
-    cdef int index = REGISTRY[kernel.name][0]
-    cdef const fo_kernel *info = &fo_kernels[index]
-    cdef int roles = info.nroles + 1, r, k
-    cdef Py_ssize_t count = data.shape[0], i, nspans = 0
+    """``run`` for a caller that has checked its buffers itself -- fastoptim.torch's plans,
+    which hold the tensors alive and check dtypes, layouts and overlaps: one row per array
+    of data addresses (0: unused), fastoptim.h dtype codes and element counts, in role
+    order with the param copy last. ``param_copy`` is ignored (the table's last column)."""
+    cdef const fo_kernel *info = &fo_kernels[<int>REGISTRY[kernel.name][0]]
+    cdef int roles = info.nroles + 1
+    cdef Py_ssize_t count = data.shape[0]
     if data.shape[1] != roles or dtype.shape[0] != count or dtype.shape[1] != roles \
             or n.shape[0] != count:
         raise ValueError(f"{kernel.name}: the table must have {roles} columns and one row per "
                          "array in data, dtype and n")
-    cdef _span *spans = <_span *>PyMem_Malloc((count * roles + 1) * sizeof(_span))
-    cdef int64_t size
-    sums = None
-    try:
-        if not spans:
-            raise MemoryError()
-        for i in range(count):
-            for r in range(roles):
-                if data[i, r] != 0 and n[i] > 0:
-                    size = 8 if dtype[i, r] == FO_FLOAT64 else 4 if dtype[i, r] == FO_FLOAT32 else 2
-                    spans[nspans].start = <char *><size_t>data[i, r]
-                    spans[nspans].end = spans[nspans].start + n[i] * size
-                    spans[nspans].written = (writes and r != 1) or r == roles - 1
-                    nspans += 1
-        if _any_written_overlap(spans, nspans):
-            raise ValueError(f"{kernel.name}: a buffer that is written shares memory with "
-                             "another buffer of the call")
-        if count:
-            sums = _launch(kernel.name, info, count, <void *const *>&data[0, 0], &dtype[0, 0],
-                           &n[0], scalars, step, stochastic, seed, param_index, threads, writes)
-    finally:
-        PyMem_Free(spans)
-    return sums
+    if count == 0:
+        return np.zeros((0, info.nsums)) if info.nsums else None
+    return _launch(kernel.name, info, count, <void *const *>&data[0, 0], &dtype[0, 0], &n[0],
+                   scalars, step, stochastic, seed, param_index, threads, writes)
 
 
 DTYPE_CODES = {np.dtype(np.float32): FO_FLOAT32, np.dtype(np.float64): FO_FLOAT64,

@@ -160,6 +160,7 @@ class _Plan:
         self.dtypes = {}                # the same -> int32 array of dtype codes
         self.n = None                   # elements of each param
         self.counters = {}              # "step", "mu_product", ... -> float array view
+        self.tables = {}                # a call's address table (compiled backend)
         self.pending = []               # (param, {state entries}) to insert at commit
         self.states = []                # each param's state dict, once committed
         self.strides = [p.stride() for p in params]
@@ -496,29 +497,43 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _grads(self, g, group, plan):
         """The gradients in their params' layout (one in another layout is copied into the
-        param's), checked, and checked not to share memory with what the step writes."""
-        tensors = []
-        strided = torch.strided
-        for i, p in enumerate(plan.params):
-            grad = p.grad
-            if (grad.layout is not strided or grad.dtype is not p.dtype
-                    or grad.stride() != plan.strides[i]):
-                name = _param_name(group, g, _position(group, p))
-                _check_tensor(grad, f"the grad of {name}")
-                if grad.dtype != p.dtype or grad.shape != p.shape:
-                    raise TypeError(f"the grad of {name} is {grad.dtype}{list(grad.shape)}, "
-                                    f"the param {p.dtype}{list(p.shape)}")
-                grad = torch.empty_like(p).copy_(grad)
-            tensors.append(grad)
-        addresses = np.fromiter((t.data_ptr() for t in tensors), np.int64, len(tensors))
+        param's), checked, and checked not to share memory with what the step writes.
+
+        torch already holds a grad to its param's dtype, shape and device; what is left to
+        check is its layout, which one comparison of all the strides covers (a sparse grad
+        has no data pointer and no strides: RuntimeError)."""
+        tensors = [p.grad for p in plan.params]
+        try:
+            addresses = [t.data_ptr() for t in tensors]
+            as_planned = [t.stride() for t in tensors] == plan.strides
+        except RuntimeError:
+            as_planned = False
+        if not as_planned:
+            tensors = [self._grad_in_layout(g, group, p, t)
+                       for p, t in zip(plan.params, tensors)]
+            addresses = [t.data_ptr() for t in tensors]
+        addresses = np.array(addresses, np.int64)
         grads = _Grads(tensors, addresses)
         # a gradient may not share memory with anything the step writes
         starts, ends = plan.written
-        grad_ends = addresses + plan.n * tensors[0].element_size()
+        grad_ends = addresses + plan.n * plan.params[0].element_size()
         before = np.searchsorted(starts, grad_ends, side="left") - 1
         if ((before >= 0) & (ends[before.clip(0)] > addresses) & (plan.n > 0)).any():
             self._explain_overlap(plan, grads, None, g, group)
         return grads
+
+    @staticmethod
+    def _grad_in_layout(g, group, p, grad):
+        """A grad that may be stepped with its param: checked, and copied into the param's
+        layout when its own differs."""
+        if grad.layout == torch.strided and grad.stride() == p.stride():
+            return grad
+        name = _param_name(group, g, _position(group, p))
+        _check_tensor(grad, f"the grad of {name}")
+        if grad.dtype != p.dtype or grad.shape != p.shape:
+            raise TypeError(f"the grad of {name} is {grad.dtype}{list(grad.shape)}, the "
+                            f"param {p.dtype}{list(p.shape)}")
+        return torch.empty_like(p).copy_(grad)
 
     def _calls(self, g, group, h, plan):
         """A group's kernel calls: one per distinct (step, scalars) among its params (one,
@@ -564,39 +579,44 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _run(self, kernels, compiled, kernel, plan, grads, buffers, members, kwargs):
         """One kernel call over the plan's params (or the ``members`` among them)."""
-        def pick(column):
-            return column if members is None else [column[i] for i in members]
-
-        def arrays():
-            copy = plan.views.get("copy")
-            return ([pick(plan.views["param"]), pick(grads.views)]
-                    + [None if b is None else pick(plan.views[b]) for b in buffers],
-                    None if copy is None else pick(copy))
-
         if not compiled:
-            arguments, copy = arrays()
-            getattr(kernels, kernel)(*arguments, param_copy=copy, **kwargs)
+            def pick(column):
+                return column if members is None else [column[i] for i in members]
+            copy = plan.views.get("copy")
+            getattr(kernels, kernel)(
+                pick(plan.views["param"]), pick(grads.views),
+                *[None if b is None else pick(plan.views[b]) for b in buffers],
+                param_copy=None if copy is None else pick(copy), **kwargs)
             return
-        # the compiled backend: a table of addresses, one row per param
-        rows = slice(None) if members is None else members
-        columns = ["param", "grad"] + list(buffers) + ["copy"]
-        count = len(plan.n) if members is None else len(members)
-        table = np.zeros((count, len(columns)), np.int64)
-        codes = np.zeros((count, len(columns)), np.int32)
-        for c, name in enumerate(columns):
-            if name == "grad":
-                table[:, c] = grads.addresses[rows]
-                codes[:, c] = plan.dtypes["copy" if self.master_weights else "param"][rows]
-            elif name is not None and name in plan.addresses:
-                table[:, c] = plan.addresses[name][rows]
-                codes[:, c] = plan.dtypes[name][rows]
-        n = np.ascontiguousarray(plan.n[rows])
+        # the compiled backend: a table of addresses, one row per param, kept in the plan;
+        # each step writes its gradients' column
+        key = (kernel, tuple(buffers), None if members is None else tuple(members))
+        if key not in plan.tables:
+            plan.tables[key] = self._table(plan, buffers, members)
+        table, codes, n = plan.tables[key]
+        table[:, 1] = grads.addresses if members is None else grads.addresses[members]
 
         def run(spec_kernel, _buffers, scalars, param_copy=None, **options):
             return kernels.run_table(spec_kernel, table, codes, n, scalars, **options)
 
         function, _ = _kernel_specs.FUNCTIONS[kernel]
         function(run, "param", "grad", *buffers, **kwargs)
+
+    def _table(self, plan, buffers, members):
+        """Addresses and dtype codes of a call's buffers (the gradient column left to each
+        step), and the element counts, one row per param of ``members`` (None: all)."""
+        rows = slice(None) if members is None else list(members)
+        columns = ["param", "grad"] + list(buffers) + ["copy"]
+        count = len(plan.n) if members is None else len(members)
+        table = np.zeros((count, len(columns)), np.int64)
+        codes = np.zeros((count, len(columns)), np.int32)
+        for c, name in enumerate(columns):
+            if name == "grad":     # the gradient has the dtype of the param the model holds
+                codes[:, c] = plan.dtypes["copy" if self.master_weights else "param"][rows]
+            elif name is not None and name in plan.addresses:
+                table[:, c] = plan.addresses[name][rows]
+                codes[:, c] = plan.dtypes[name][rows]
+        return table, codes, np.ascontiguousarray(plan.n[rows])
 
     def _explain_overlap(self, plan, grads, members, g, group):
         """Raise the ValueError that names two tensors of a step sharing memory (written

@@ -31,7 +31,8 @@ import numpy as np
 
 import fastoptim
 
-IMPLEMENTATIONS = ("fastoptim", "limit", "numpy", "torch_fused", "torch_foreach")
+IMPLEMENTATIONS = ("fastoptim", "limit", "numpy", "torch_fused", "torch_foreach",
+                   "torch_forloop")
 DTYPES = ("float32", "float64")
 TORCH_INSTALL = "pip install torch==2.13.0"   # pinned: an unpinned torch pulls CUDA (GBs)
 PANDAS_INSTALL = "pip install pandas"
@@ -61,6 +62,16 @@ TWINS = {
     "Adam": Twin("Adam", dict(lr=1e-3), "Adam", dict(lr=1e-3)),
     "AdamW": Twin("AdamW", dict(lr=1e-3, weight_decay=1e-2),
                   "AdamW", dict(lr=1e-3, weight_decay=1e-2)),
+    # in the full run (--full), or by name (--optimizers)
+    "Adadelta": Twin("Adadelta", {}, "Adadelta", {}, in_default_run=False),
+    "Adamax": Twin("Adamax", {}, "Adamax", {}, in_default_run=False),
+    "NAdam": Twin("NAdam", {}, "NAdam", {}, in_default_run=False),
+    "RAdam": Twin("RAdam", {}, "RAdam", {}, in_default_run=False),
+    "Rprop": Twin("Rprop", {}, "Rprop", {}, in_default_run=False),
+    "ASGD": Twin("ASGD", {}, "ASGD", {}, in_default_run=False),
+    "Lion": Twin("Lion", {}, None, {}, in_default_run=False),
+    "ScheduleFreeAdamW": Twin("ScheduleFreeAdamW", {}, None, {}, in_default_run=False),
+    "LAMB": Twin("LAMB", {}, None, {}, in_default_run=False),
 }
 DEFAULT_OPTIMIZERS = tuple(name for name, twin in TWINS.items() if twin.in_default_run)
 QUICK_OPTIMIZERS = ("SGD", "Adam")
@@ -92,7 +103,7 @@ PLANS = {
                     Budget(0.12, 5, 15), (1_000_000, 10_000_000)),
     "quick": Plan(QUICK_OPTIMIZERS, DTYPES, (1_000, 100_000, 3_000_000), Budget(0.08, 3, 9),
                   (1_000_000,), 200_000, ((1, 1_000_000), (100, 10_000)), 7),
-    "full": Plan(DEFAULT_OPTIMIZERS, DTYPES, (1_000, 10_000, 100_000, 1_000_000, 30_000_000),
+    "full": Plan(tuple(TWINS), DTYPES, (1_000, 1_000_000, 30_000_000),
                  Budget(0.2, 5, 21), (1_000_000, 10_000_000)),
 }
 
@@ -116,7 +127,7 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
     rng = np.random.default_rng(n)
     params = [rng.standard_normal(n, dtype=dtype) for _ in range(arrays)]
     grads = [rng.standard_normal(n, dtype=dtype) for _ in range(arrays)]
-    fast = cls(params, backend="c", threads=threads, **twin.fastoptim_args)
+    fast = _training(cls(params, backend="c", threads=threads, **twin.fastoptim_args))
     values = 1 + 2 * (1 + len(fast.state[0]))   # grad read; param and each state read + written
     steps = {}
     if "fastoptim" in which:
@@ -130,25 +141,32 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
         steps["limit"] = partial(kernels.movement_loop, [params[0], *fast.state[0].values()],
                                  (zeros,), threads=threads)
     if "numpy" in which:
-        steps["numpy"] = partial(cls(params, backend="numpy", **twin.fastoptim_args).step,
-                                 grads)
+        steps["numpy"] = partial(
+            _training(cls(params, backend="numpy", **twin.fastoptim_args)).step, grads)
     if torch is not None and twin.torch and any(w.startswith("torch") for w in which):
         tensors = []
         for p, g in zip(params, grads):
             t = torch.from_numpy(p)
             t.grad = torch.from_numpy(g)
             tensors.append(t)
-        for mode in ("fused", "foreach"):
+        for mode, flag in (("fused", dict(fused=True)), ("foreach", dict(foreach=True)),
+                           ("forloop", dict(foreach=False))):
             if "torch_" + mode not in which:
                 continue
             try:
-                opt = getattr(torch.optim, twin.torch)(tensors, **twin.torch_args,
-                                                       **{mode: True})
+                opt = getattr(torch.optim, twin.torch)(tensors, **twin.torch_args, **flag)
                 opt.step()
             except (TypeError, RuntimeError, ValueError):   # no such variant here
                 continue
             steps["torch_" + mode] = opt.step
     return Problem(steps, values, fast, grads)
+
+
+def _training(optimizer):
+    """Schedule-Free steps in train mode only."""
+    if hasattr(optimizer, "train"):
+        optimizer.train()
+    return optimizer
 
 
 class Timing(NamedTuple):
@@ -256,7 +274,7 @@ def _step_row(optimizer, dtype, n, values, timings):
         "gb_per_s": {k: nbytes / timings[k].median / 1e9 for k in ("fastoptim", "limit")},
         "pct_of_limit": 100.0 * timings["limit"].median / fast,
         "speedup": {k: timings[k].median / fast if k in timings else None
-                    for k in ("numpy", "torch_fused", "torch_foreach")},
+                    for k in ("numpy", "torch_fused", "torch_foreach", "torch_forloop")},
     }
 
 
@@ -267,25 +285,25 @@ STEP_LEGEND = [
     "same buffers:",
     "the step's memory traffic with no math. GB/s: val × itemsize × n / time. %limit: limit "
     "time / fastoptim time.",
-    "numpy: fastoptim's NumPy reference. fused, foreach: torch.optim with fused=True, "
-    "foreach=True.",
+    "numpy: fastoptim's NumPy reference. fused, foreach, loop: torch.optim with fused=True, "
+    "foreach=True, foreach=False.",
     "× numpy, × fused, × foreach: that time / fastoptim's time (above 1: fastoptim is "
     "faster).",
 ]
 
 
 def format_step_rows(rows):
-    cols = [("optimizer", 9, "<"), ("dtype", 7, "<"), ("n", 5, ">"), ("val", 3, ">"),
+    cols = [("optimizer", 17, "<"), ("dtype", 7, "<"), ("n", 5, ">"), ("val", 3, ">"),
             ("limit", 9, ">"), ("fastoptim", 9, ">"), ("GB/s", 5, ">"), ("%limit", 6, ">"),
             ("numpy", 9, ">"), ("× numpy", 7, ">"), ("fused", 9, ">"), ("× fused", 7, ">"),
-            ("foreach", 9, ">"), ("× foreach", 9, ">")]
+            ("foreach", 9, ">"), ("× foreach", 9, ">"), ("loop", 9, ">"), ("× loop", 7, ">")]
 
     def line(cells):
         return "  ".join(f"{c:{a}{w}}" for c, (_, w, a) in zip(cells, cols)).rstrip()
 
     lines = [*STEP_LEGEND, "",
              line(["", "", "", "", "ns/el", "ns/el", "", "", "ns/el", "", "ns/el", "",
-                   "ns/el", ""]),
+                   "ns/el", "", "ns/el", ""]),
              line([c[0] for c in cols])]
     previous = None
     for r in rows:
@@ -300,6 +318,7 @@ def format_step_rows(rows):
             _with_spread(q.get("numpy")), _times(x["numpy"]),
             _with_spread(q.get("torch_fused")), _times(x["torch_fused"]),
             _with_spread(q.get("torch_foreach")), _times(x["torch_foreach"]),
+            _with_spread(q.get("torch_forloop")), _times(x["torch_forloop"]),
         ]))
     return lines
 
@@ -328,7 +347,7 @@ def verdict_step_rows(rows):
 def _versus(speedup):
     """'1.03× torch fused' or the best comparison there is."""
     for key, label in (("torch_fused", "torch fused"), ("torch_foreach", "torch foreach"),
-                       ("numpy", "the NumPy reference")):
+                       ("torch_forloop", "torch's for-loop"), ("numpy", "the NumPy reference")):
         if speedup.get(key):
             return f"{_times(speedup[key])} {label}"
     return "nothing to compare with"
@@ -563,7 +582,16 @@ SECTIONS = [
             items=lambda ctx: len(ctx.plan.dtypes) * len(ctx.plan.ewma_sizes)),
     Section("torch_adapter", adapter_rows, format_adapter, verdict_adapter,
             wanted=lambda ctx: ctx.vs_torch),
+    Section("models", lambda ctx: _models().model_rows(ctx),
+            lambda data: _models().format_models(data),
+            lambda data: _models().verdict_models(data),
+            items=lambda ctx: 4, wanted=lambda ctx: ctx.vs_torch),
 ]
+
+
+def _models():
+    from fastoptim.cli import bench_models  # needs torch: imported only when asked for
+    return bench_models
 
 
 # -- the run ---------------------------------------------------------------------------------
