@@ -156,10 +156,11 @@ def check_real(name, value, low=None, high=None, *, high_open=False, low_open=Fa
     TypeError for anything else (a string, a bool, an array), ValueError out of range or
     NaN. A Python float is what keeps float32 arithmetic float32 (a NumPy float64 scalar
     would promote it)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
-                        f"{value!r}"[:200])
-    value = float(value)
+    if type(value) is not float:    # (a float, the common case, skips the type checks)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
+                            f"{value!r}"[:200])
+        value = float(value)
     if value != value:
         raise ValueError(f"{name} is NaN")
     if low is not None and (value < low or (low_open and value == low)):
@@ -180,7 +181,9 @@ def check_unit_interval(name, value):
 
 def check_flag(name, value):
     """A switch: a bool (or a NumPy bool, or the ints 0 and 1)."""
-    if isinstance(value, (bool, np.bool_)):
+    if value is True or value is False:
+        return value
+    if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
@@ -189,6 +192,8 @@ def check_flag(name, value):
 
 def check_int(name, value, low=None):
     """A whole number (int or NumPy integer, not a bool) as a Python int."""
+    if type(value) is int and (low is None or value >= low):
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got bool")
     try:

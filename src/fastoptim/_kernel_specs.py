@@ -70,9 +70,9 @@ RUN_OPTIONS = dict(param_copy=None, rounding="nearest", seed=0, param_index=0, t
 
 def run_options(step, options):
     """The runner's keyword arguments from a kernel call's options."""
-    unknown = set(options) - set(RUN_OPTIONS)
-    if unknown:
-        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+    for name in options:
+        if name not in RUN_OPTIONS:
+            raise TypeError(f"unexpected keyword argument {name!r}")
     o = {**RUN_OPTIONS, **options}
     check_choice("rounding", o["rounding"], ROUNDINGS)
     return dict(step=step, param_copy=o["param_copy"],

@@ -78,7 +78,8 @@ class Optimizer:
         options = {name: values.pop(name) for name, _, _ in OPTIONS}
         rule = self.rule
 
-        self._backend = backend_name(resolve_backend(options["backend"]))
+        self._kernels = resolve_backend(options["backend"])
+        self._backend = backend_name(self._kernels)
         self.threads = None if options["threads"] is None else check_threads(options["threads"])
         self.check_finite = check_flag("check_finite", options["check_finite"])
         self.on_nonfinite = check_choice("on_nonfinite", options["on_nonfinite"],
@@ -128,10 +129,6 @@ class Optimizer:
     def backend(self):
         """"c" (the compiled kernels) or "numpy" (the reference)."""
         return self._backend
-
-    @property
-    def _kernels(self):
-        return resolve_backend(self._backend)
 
     @property
     def lr(self):
@@ -350,12 +347,13 @@ class Optimizer:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["state"] = [dict(st) for st in self.state]   # mappingproxy does not pickle
-        del state["_columns"]
+        del state["_columns"], state["_kernels"]            # a module does not pickle
         return state
 
     def __setstate__(self, state):
         states = state.pop("state")     # master_param is self.params[i] again (pickle's memo)
         self.__dict__.update(state)
+        self._kernels = resolve_backend(self._backend)
         self._set_state(states)
 
     def __repr__(self):
