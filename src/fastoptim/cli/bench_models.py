@@ -60,8 +60,9 @@ def _optimizer(variant, name, params, args):
     return getattr(torch.optim, name)(params, **args, **VARIANTS[variant])
 
 
-def model_rows(ctx, repeats=20):
+def model_rows(ctx):
     """Milliseconds per Adam step of each model with each variant."""
+    repeats = ctx.plan.adapter_repeats
     rows = []
     for label, make in MODELS.items():
         ctx.progress(f"models: {label}")
@@ -93,8 +94,9 @@ def model_rows(ctx, repeats=20):
     return {"rows": rows, "per_tensor": per_tensor_rows(ctx)}
 
 
-def per_tensor_rows(ctx, repeats=15, numel=64):
+def per_tensor_rows(ctx, numel=64):
     """µs each extra tensor adds to a step: the slope over TENSOR_COUNTS tiny tensors."""
+    repeats = ctx.plan.adapter_repeats
     ctx.progress("models: the cost of each extra tensor, every adapter")
     out = {}
     for name, args in ADAPTERS.items():
