@@ -1,4 +1,4 @@
-"""A few steps of every kernel, worked out by hand from the formulas of DESIGN.md.
+"""A few steps of every kernel, worked out by hand from the formulas of docs/design.md.
 
 The expected values are plain Python floats, one element at a time, written from the
 formula table (not from fastoptim.reference), and compared to both backends. The hand
@@ -31,7 +31,7 @@ def assert_close(actual, expected, what):
 
 
 def effective(g, p, weight_decay, maximize):
-    """DESIGN.md: maximize negates g first, then L2 decay adds wd*p."""
+    """docs/design.md: maximize negates g first, then L2 decay adds wd*p."""
     if maximize:
         g = -g
     return g + weight_decay * p
@@ -119,7 +119,7 @@ def test_momentum_ewma_form(kernel_module, nesterov, bias_correction, weight_dec
         for i in range(3):
             g = effective(grad[i], p[i], weight_decay, maximize)
             v[i] = beta * v[i] + (1 - beta) * g
-            # nesterov (reference.momentum_step's docstring; DESIGN.md is silent): look one
+            # nesterov (reference.momentum_step's docstring; docs/design.md is silent): look one
             # EWMA step ahead with the same gradient
             direction = beta * v[i] + (1 - beta) * g if nesterov else v[i]
             p[i] = p[i] - lr * (direction / correction)
