@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from conftest import DTYPES
+from conftest import DTYPES, assert_close_to_scale
 
 torch = pytest.importorskip("torch")
 
@@ -105,16 +105,6 @@ CASES = [
     ("ASGD-t0-wd-maximize", fo.ASGD, T.ASGD,
      dict(lr=0.05, lambd=0.01, alpha=0.5, t0=10, weight_decay=0.1, maximize=True), {}),
 ]
-
-
-def assert_close_to_scale(actual, expected, rtol, what):
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    scale = np.max(np.abs(expected))
-    error = np.max(np.abs(actual - expected))
-    assert error <= rtol * scale, (
-        f"{what}: max |fastoptim - torch| = {error:.3g} is {error / scale:.3g} of the "
-        f"array's scale {scale:.3g} (allowed {rtol:.3g})")
 
 
 @pytest.fixture
