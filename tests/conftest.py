@@ -14,6 +14,18 @@ needs_kernels = pytest.mark.skipif(kernels is None, reason="fastoptim._kernels i
 DTYPES = (np.float32, np.float64)
 
 
+def assert_close_to_scale(actual, expected, rtol, what):
+    """max |actual - expected| <= rtol * max |expected|: an array compared at its own
+    scale (an element near 0 keeps the absolute error of its neighbours)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = np.max(np.abs(expected))
+    error = np.max(np.abs(actual - expected))
+    assert error <= rtol * scale, (
+        f"{what}: max |fastoptim - other| = {error:.3g} is {error / scale:.3g} of the "
+        f"array's scale {scale:.3g} (allowed {rtol:.3g})")
+
+
 @pytest.fixture(params=["c", "numpy"])
 def backend(request):
     """Run a test once per backend (the compiled one skipped when it is not built)."""

@@ -5,6 +5,8 @@ selection and fallback, defaults equal to torch.optim's, and the README example.
 (Bad input and its error messages are tested in test_validation.py.)
 """
 import inspect
+import pydoc
+import re
 import sys
 import warnings
 
@@ -14,6 +16,11 @@ import pytest
 import fastoptim as fo
 import fastoptim._backend as _backend
 from conftest import assert_same_bits, kernels, needs_kernels
+
+try:
+    import fastoptim.torch as fot
+except ImportError:     # torch is not installed: the NumPy front end alone
+    fot = None
 
 # every class with its stateful options (lr raised so that the params visibly move)
 CONFIGS = [
@@ -230,19 +237,23 @@ def test_unknown_backend_is_a_value_error(name):
 # -- defaults --------------------------------------------------------------------------------
 
 # torch.optim arguments that are implementation switches, not hyperparameters
-TORCH_SWITCHES = {"params", "foreach", "fused", "capturable", "differentiable",
-                  # Adam(decoupled_weight_decay=True) is AdamW, a class of its own here
-                  "decoupled_weight_decay"}
+TORCH_SWITCHES = {"params", "foreach", "fused", "capturable", "differentiable"}
 
+# (front end, our class, torch.optim's class, where we differ on purpose: name -> our default,
+# or None for a name we do not take)
 DEFAULT_PAIRS = [
-    ("SGD", "SGD", {}),
-    ("Momentum", "SGD", {"momentum": 0.9}),  # the class exists to have momentum on
-    ("Nesterov", "SGD", {"momentum": 0.9, "nesterov": None, "dampening": None}),  # fixed
-    ("AdaGrad", "Adagrad", {}),
-    ("RMSProp", "RMSprop", {}),
-    ("Adam", "Adam", {}),
-    ("AdamW", "AdamW", {}),
-]
+    ("fastoptim", "SGD", "SGD", {}),
+    ("fastoptim", "Momentum", "SGD", {"momentum": 0.9}),  # the class exists to have momentum
+    ("fastoptim", "Nesterov", "SGD", {"momentum": 0.9, "nesterov": None,
+                                      "dampening": None}),  # fixed
+    ("fastoptim", "AdaGrad", "Adagrad", {}),
+    ("fastoptim", "RMSProp", "RMSprop", {}),
+    ("fastoptim", "Adam", "Adam", {}),
+    ("fastoptim", "AdamW", "AdamW", {}),
+] + [(front_end, name, name, {}) for front_end in ("fastoptim", "fastoptim.torch")
+     for name in ("Adadelta", "Adamax", "NAdam", "RAdam", "Rprop", "ASGD")] + [
+    ("fastoptim.torch", name, name, {})
+    for name in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW")]
 
 
 def defaults(cls):
@@ -250,13 +261,20 @@ def defaults(cls):
             if p.default is not inspect.Parameter.empty}
 
 
-@pytest.mark.parametrize("ours,theirs,differences", DEFAULT_PAIRS,
-                         ids=[p[0] for p in DEFAULT_PAIRS])
-def test_defaults_match_torch_optim(ours, theirs, differences):
+def front_end_class(front_end, name):
+    if front_end == "fastoptim.torch":
+        fot = pytest.importorskip("fastoptim.torch")
+        return getattr(fot, name)
+    return getattr(fo, name)
+
+
+@pytest.mark.parametrize("front_end,ours,theirs,differences", DEFAULT_PAIRS,
+                         ids=[f"{p[0]}.{p[1]}" for p in DEFAULT_PAIRS])
+def test_defaults_match_torch_optim(front_end, ours, theirs, differences):
     torch = pytest.importorskip("torch")
     torch_defaults = {name: value for name, value in defaults(getattr(torch.optim, theirs)).items()
                       if name not in TORCH_SWITCHES}
-    our_defaults = defaults(getattr(fo, ours))
+    our_defaults = defaults(front_end_class(front_end, ours))
     for name, torch_value in torch_defaults.items():
         if name in differences:
             expected = differences[name]
@@ -270,12 +288,85 @@ def test_defaults_match_torch_optim(ours, theirs, differences):
             f"{ours}({name}={our_defaults[name]!r}) but torch.optim.{theirs} has {torch_value!r}")
 
 
+# a value for each hyperparameter that no default has, so that a value given by position
+# can only land under one name
+DISTINCT = {"lr": 0.0123, "momentum": 0.55, "dampening": 0.0, "weight_decay": 0.0456,
+            "nesterov": True, "lr_decay": 0.0078, "initial_accumulator_value": 0.31,
+            "eps": 3.3e-7, "alpha": 0.77, "centered": True, "rho": 0.66, "betas": (0.81, 0.977),
+            "amsgrad": True, "momentum_decay": 0.0061, "decoupled_weight_decay": True,
+            "etas": (0.4, 1.3), "step_sizes": (2e-6, 40.0), "lambd": 2.2e-4, "t0": 123.0}
+TORCH_TWINS = [(ours, theirs) for _, ours, theirs, differences in DEFAULT_PAIRS
+               if not differences]
+
+
+def positional_names(cls):
+    """The arguments after params that may be given by position, up to torch's first
+    implementation switch (torch.optim.Adagrad(params, lr, ..., eps, foreach) takes foreach
+    by position too; fastoptim takes the switches by keyword only)."""
+    names = []
+    for name, p in list(inspect.signature(cls).parameters.items())[1:]:
+        if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or name in TORCH_SWITCHES:
+            break
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("ours,theirs", TORCH_TWINS, ids=[t[0] for t in TORCH_TWINS])
+def test_positional_arguments_are_torch_optims(ours, theirs):
+    """fastoptim.X(params, lr, ...) and fastoptim.torch.X take by position what torch.optim.X
+    takes, in the same order: given the same positional values, each lands under the same
+    name in all three."""
+    torch = pytest.importorskip("torch")
+    fot = pytest.importorskip("fastoptim.torch")
+    names = positional_names(getattr(torch.optim, theirs))
+    values = [DISTINCT[name] for name in names]
+    tensor = torch.zeros(3, requires_grad=True)
+    torch_group = getattr(torch.optim, theirs)([tensor], *values).param_groups[0]
+    assert {name: torch_group[name] for name in names} == dict(zip(names, values))
+    numpy_opt = getattr(fo, ours)(np.zeros(3), *values)
+    torch_front_end = getattr(fot, theirs)
+    assert positional_names(getattr(fo, ours)) == names
+    assert positional_names(torch_front_end) == names
+    assert {name: getattr(numpy_opt, name) for name in names} == dict(zip(names, values))
+    group = torch_front_end([tensor], *values).param_groups[0]
+    assert {name: group[name] for name in names} == dict(zip(names, values))
+    with pytest.raises(TypeError, match=f"fastoptim.{type(numpy_opt).__name__}.*positional"):
+        getattr(fo, ours)(np.zeros(3), *values, None)
+
+
 def test_extra_defaults_keep_torch_behaviour():
     # the names beyond torch.optim default to what torch does
     assert defaults(fo.Momentum)["form"] == "torch"
     assert defaults(fo.Momentum)["bias_correction"] is False
     assert defaults(fo.Adam)["eps_root"] == 0.0
     assert defaults(fo.AdamW)["eps_root"] == 0.0
+
+
+# -- help() -------------------------------------------------------------------------------
+
+HELP_CLASSES = sorted({cls for cls in vars(fo.optimizers).values()
+                       if isinstance(cls, type) and issubclass(cls, fo.Optimizer)
+                       and cls.rule is not None}, key=lambda c: c.__name__)
+HELP_CLASSES += [getattr(fot, name) for name in fot.__all__] if fot else []
+
+
+@pytest.mark.parametrize("cls", HELP_CLASSES,
+                         ids=[f"{c.__module__.removesuffix('.optimizers')}.{c.__name__}"
+                              for c in HELP_CLASSES])
+def test_help_names_every_argument(cls):
+    """help() shows the text made from the rule: what the optimizer is for, its formula,
+    and every argument of the signature by name and default, each hyperparameter with a
+    line that says what it does."""
+    doc = inspect.getdoc(cls)
+    shown = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert cls.rule.summary.split(":")[0] in shown and cls.rule.summary in doc
+    assert all(line in doc for line in cls.rule.formula.splitlines())
+    for name, parameter in list(inspect.signature(cls).parameters.items())[1:]:
+        assert re.search(rf"\b{name}={re.escape(repr(parameter.default))}", doc), (
+            f"help({cls.__module__}.{cls.__name__}) does not name {name}")
+    for h in cls.rule.hyperparameters:
+        described = re.search(rf"^    {h.name}={re.escape(repr(h.default))}: (.+)$", doc, re.M)
+        assert described and described.group(1).strip(), h.name
 
 
 # -- the README example ----------------------------------------------------------------------

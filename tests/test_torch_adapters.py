@@ -13,6 +13,7 @@ a misplaced weight decay produces (1e-3 and more). Everything that does not depe
 rounding -- state names, dtypes, step counters, learning rates, param_groups -- is compared
 exactly, and checkpoint round trips within fastoptim.torch are compared bit for bit.
 """
+import contextlib
 import copy
 import subprocess
 import sys
@@ -24,7 +25,9 @@ torch = pytest.importorskip("torch")
 import fastoptim.torch as fot  # noqa: E402
 
 TOLERANCE = {torch.float32: dict(rtol=2e-5, atol=2e-6),
-             torch.float64: dict(rtol=1e-12, atol=1e-13)}
+             torch.float64: dict(rtol=1e-12, atol=1e-13),
+             # float64 params whose step takes a scalar that torch keeps in float32
+             "float32 scalars": dict(rtol=3e-7, atol=3e-9)}
 DTYPES = (torch.float32, torch.float64)
 STEPS = 30
 
@@ -44,8 +47,51 @@ CASES = [
     ("Adagrad", dict(lr=1e-1)),
     ("Adagrad", dict(lr=1e-1, lr_decay=1e-2, weight_decay=1e-2, initial_accumulator_value=0.1,
                      eps=1e-8, maximize=True)),
+    ("Adadelta", dict(lr=1.0)),
+    ("Adadelta", dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=1e-2, maximize=True)),
+    ("Adamax", dict(lr=1e-2)),
+    ("Adamax", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2, maximize=True)),
+    ("NAdam", dict(lr=1e-2)),
+    ("NAdam", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, momentum_decay=1e-2,
+                   maximize=True)),
+    ("NAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("RAdam", dict(lr=1e-2)),
+    ("RAdam", dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-6, weight_decay=1e-2, maximize=True)),
+    ("RAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Rprop", dict(lr=1e-2)),
+    ("Rprop", dict(lr=1e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.05), maximize=True)),
+    ("ASGD", dict(lr=5e-2)),
+    ("ASGD", dict(lr=5e-2, lambd=1e-2, alpha=0.5, t0=10, weight_decay=1e-2, maximize=True)),
 ]
 CASE_IDS = [f"{name}-{'-'.join(kw)}" for name, kw in CASES]
+
+# torch keeps NAdam's mu_product in a tensor of its default dtype (float32 unless changed),
+# whatever the params' dtype, multiplies it by mu in float32 and takes the step's
+# coefficients from that rounded product. fastoptim.torch stores the product in the same
+# float32 tensor but takes this step's coefficients from the product in double, so with
+# float64 params the two drift apart by ~1e-9 relative in 30 steps, far beyond the float64
+# tolerance (test_nadam_float64_params_keep_torchs_float32_mu_product). The float64 runs of
+# these optimizers therefore set torch's default dtype to float64, where both keep the
+# product in float64. (ASGD's eta and mu are float32 tensors too, but the adapter reads them
+# back rounded exactly as torch does: its float64 runs match under either default.)
+FLOAT64_DEFAULT_FOR_FLOAT64 = {"NAdam"}
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def scalar_dtype_for(name, dtype):
+    """The default dtype a run of ``name`` with ``dtype`` params is compared under."""
+    if name in FLOAT64_DEFAULT_FOR_FLOAT64 and dtype == torch.float64:
+        return default_dtype(torch.float64)
+    return contextlib.nullcontext()
 
 
 # -- a small training problem ------------------------------------------------------------
@@ -123,9 +169,10 @@ def same_bits(a, b):
     return torch.equal(a, b)
 
 
-def assert_same_state(actual_opt, expected_opt, close_dtype=None):
+def assert_same_state(actual_opt, expected_opt, close_dtype=None, scalar_dtypes=True):
     """Same state names, dtypes and step counts; buffers bit-identical, or close in
-    close_dtype's tolerance; param_groups identical."""
+    close_dtype's tolerance; param_groups identical. scalar_dtypes=False: the one-number
+    state other than "step" (NAdam's mu_product, ASGD's eta and mu) may differ in dtype."""
     actual, expected = actual_opt.state_dict(), expected_opt.state_dict()
     # every key of torch's groups, with its value (fastoptim's own options come on top)
     for ours, theirs in zip(actual["param_groups"], expected["param_groups"]):
@@ -136,7 +183,10 @@ def assert_same_state(actual_opt, expected_opt, close_dtype=None):
         assert list(actual_state) == list(expected_state), f"state names of param {index}"
         for key, value in expected_state.items():
             got = actual_state[key]
-            assert got.dtype == value.dtype and got.shape == value.shape, (index, key)
+            assert got.shape == value.shape, (index, key)
+            if scalar_dtypes or key == "step" or value.dim() > 0:
+                assert got.dtype == value.dtype, (index, key)
+            got = got.to(value.dtype)
             if key == "step" or close_dtype is None:
                 assert same_bits(got, value), f"state[{key!r}] of param {index}"
             else:
@@ -153,21 +203,54 @@ def assert_same_params(actual_model, expected_model):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name, kwargs", CASES, ids=CASE_IDS)
 def test_matches_torch_optim_over_a_training_loop(name, kwargs, dtype):
+    with scalar_dtype_for(name, dtype):
+        check_against_torch_optim(name, kwargs, dtype)
+
+
+def check_against_torch_optim(name, kwargs, dtype, tolerance_dtype=None):
+    """STEPS steps of fastoptim.torch and torch.optim from the same model: losses, params
+    and state within the tolerance of ``tolerance_dtype`` (default: the params')."""
+    close = tolerance_dtype or dtype
     ours = make_run(fot, name, kwargs, dtype)
     theirs = make_run(torch.optim, name, kwargs, dtype)
     maximize = kwargs.get("maximize", False)
     our_losses = train(*ours, STEPS, maximize=maximize)
     their_losses = train(*theirs, STEPS, maximize=maximize)
 
-    assert_close(torch.tensor(our_losses), torch.tensor(their_losses), dtype, "losses")
+    assert_close(torch.tensor(our_losses, dtype=torch.float64),
+                 torch.tensor(their_losses, dtype=torch.float64), close, "losses")
     for (pname, a), b in zip(ours[0].named_parameters(), theirs[0].parameters()):
-        assert_close(a, b, dtype, pname)
+        assert_close(a, b, close, pname)
     assert torch.equal(ours[0].unused, torch.ones(3, dtype=dtype))  # grad None: skipped
     assert ours[1].param_groups[0]["lr"] != ours[1].param_groups[1]["lr"]
-    assert_same_state(ours[1], theirs[1], close_dtype=dtype)
+    assert_same_state(ours[1], theirs[1], close_dtype=close)
     # and the training did move: the comparison is not between two untouched models
     initial = make_model(dtype)
     assert not torch.allclose(ours[0][0].weight, initial[0].weight, rtol=1e-3, atol=1e-4)
+
+
+NADAM_CASES = [(name, kwargs) for name, kwargs in CASES if name == "NAdam"]
+NADAM_IDS = [i for i, (name, _) in zip(CASE_IDS, CASES) if name == "NAdam"]
+
+
+@pytest.mark.parametrize("name, kwargs", NADAM_CASES, ids=NADAM_IDS)
+def test_nadam_float64_params_keep_torchs_float32_mu_product(name, kwargs):
+    """Under torch's float32 default, NAdam's mu_product is a float32 tensor for float64
+    params too, in torch.optim and (so that state dicts move both ways) in fastoptim.torch;
+    the trajectories agree within the rounding of that product to float32 (6e-8 relative
+    per step; measured 3e-8 relative on the params after 30 steps)."""
+    assert torch.get_default_dtype() == torch.float32
+    check_against_torch_optim(name, kwargs, torch.float64, tolerance_dtype="float32 scalars")
+
+
+@pytest.mark.xfail(strict=True, reason="fastoptim.torch takes NAdam's step coefficients from "
+                   "mu_product in double, torch from its float32 tensor (float32 product)")
+def test_nadam_float64_params_with_float32_mu_product_match_torch_to_rounding():
+    """To follow torch.optim.NAdam's float64 trajectory to rounding under the float32
+    default, the adapter would compute mu_product as torch does: float32(mu_product) *
+    float32(mu) in float32, and take the coefficients from that rounded value (measured:
+    8e-16 relative after 30 steps that way, 7e-10 as it is)."""
+    check_against_torch_optim("NAdam", dict(lr=1e-2), torch.float64)
 
 
 def test_sgd_momentum_buffer_starts_as_the_first_grad():
@@ -228,8 +311,12 @@ def load_run(path, model, opt, schedulers):
 
 # -- checkpoints -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, kwargs", [CASES[1], CASES[4], CASES[7], CASES[9], CASES[12]],
-                         ids=[CASE_IDS[i] for i in (1, 4, 7, 9, 12)])
+def some_cases(*indices):
+    return dict(argvalues=[CASES[i] for i in indices], ids=[CASE_IDS[i] for i in indices])
+
+
+# each optimizer once, with its options (NAdam's and ASGD's scalars, Rprop's step sizes)
+@pytest.mark.parametrize("name, kwargs", **some_cases(1, 4, 7, 9, 12, 14, 16, 18, 21, 24, 26))
 def test_checkpoint_round_trip_resumes_bit_identically(name, kwargs, tmp_path):
     dtype = torch.float32
     maximize = kwargs.get("maximize", False)
@@ -252,11 +339,16 @@ def test_checkpoint_round_trip_resumes_bit_identically(name, kwargs, tmp_path):
 
 
 @pytest.mark.parametrize("direction", ["torch->fastoptim", "fastoptim->torch"])
-@pytest.mark.parametrize("name, kwargs", [CASES[1], CASES[3], CASES[6], CASES[9], CASES[12]],
-                         ids=[CASE_IDS[i] for i in (1, 3, 6, 9, 12)])
+@pytest.mark.parametrize("name, kwargs",
+                         **some_cases(1, 3, 6, 9, 12, 14, 16, 18, 19, 21, 22, 24, 26))
 def test_checkpoint_moves_between_torch_optim_and_fastoptim(name, kwargs, direction, tmp_path):
     """10 steps with one library, torch.save/torch.load, 10 more with the other: close to
     20 steps with torch.optim, and the state stays in torch.optim's layout."""
+    with scalar_dtype_for(name, torch.float64):
+        move_checkpoint(name, kwargs, direction, tmp_path)
+
+
+def move_checkpoint(name, kwargs, direction, tmp_path):
     dtype = torch.float64
     source, target = ((torch.optim, fot) if direction == "torch->fastoptim"
                       else (fot, torch.optim))
@@ -270,12 +362,16 @@ def test_checkpoint_moves_between_torch_optim_and_fastoptim(name, kwargs, direct
     model, opt, schedulers = make_run(target, name, kwargs, dtype, seed=123)
     load_run(tmp_path / "ckpt.pt", model, opt, schedulers)
     if "step" in opt.state[model[0].weight]:
-        assert opt.state[model[0].weight]["step"].dtype == torch.float32
+        assert (opt.state[model[0].weight]["step"].dtype
+                == reference[1].state[reference[0][0].weight]["step"].dtype)
     train(model, opt, schedulers, 10, first_step=10)
 
     for (pname, a), b in zip(model.named_parameters(), reference[0].parameters()):
         assert_close(a, b, dtype, pname)
-    assert_same_state(opt, reference[1], close_dtype=dtype)
+    # torch.optim's load_state_dict casts every state tensor but "step" to its param's
+    # dtype, so a loaded torch.optim.ASGD keeps eta and mu in float64 for float64 params
+    # where a fresh one has float32 (the same values); fastoptim.torch keeps a fresh one's
+    assert_same_state(opt, reference[1], close_dtype=dtype, scalar_dtypes=target is fot)
 
 
 def test_load_state_dict_into_a_used_optimizer_rewinds_it():

@@ -203,7 +203,10 @@ class _Optimizer(torch.optim.Optimizer):
                        + "\n".join(f"    {h.name}={h.default!r}: {h.doc}"
                                    for h in rule.hyperparameters)
                        + "\nOptions beyond torch.optim (see help(fastoptim.Optimizer)): "
-                       + ", ".join(f"{n}={d!r}" for n, d in _OPTIONS))
+                       + ", ".join(f"{n}={d!r}" for n, d in _OPTIONS)
+                       + "\ntorch.optim's " + ", ".join(f"{n}={d!r}" for n, d in _TORCH_FLAGS)
+                       + ": foreach and fused are accepted and ignored (the kernel is one "
+                       "fused pass), capturable=True and differentiable=True are refused")
 
     def __init__(self, params, *args, **kwargs):
         defaults = self.rule.bind(type(self).__signature__,
