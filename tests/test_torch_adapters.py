@@ -243,13 +243,10 @@ def test_nadam_float64_params_keep_torchs_float32_mu_product(name, kwargs):
     check_against_torch_optim(name, kwargs, torch.float64, tolerance_dtype="float32 scalars")
 
 
-@pytest.mark.xfail(strict=True, reason="fastoptim.torch takes NAdam's step coefficients from "
-                   "mu_product in double, torch from its float32 tensor (float32 product)")
 def test_nadam_float64_params_with_float32_mu_product_match_torch_to_rounding():
-    """To follow torch.optim.NAdam's float64 trajectory to rounding under the float32
-    default, the adapter would compute mu_product as torch does: float32(mu_product) *
-    float32(mu) in float32, and take the coefficients from that rounded value (measured:
-    8e-16 relative after 30 steps that way, 7e-10 as it is)."""
+    """torch.optim.NAdam's float64 trajectory under the float32 default, to rounding: the
+    adapter computes mu_product as torch does, float32(mu_product) * float32(mu) in float32,
+    and takes the coefficients from that rounded value."""
     check_against_torch_optim("NAdam", dict(lr=1e-2), torch.float64)
 
 

@@ -568,7 +568,10 @@ class _Optimizer(torch.optim.Optimizer):
             if self._group_scalars:
                 scalars = {k: group[k] for k in self.rule.scalars(h)}
             else:
-                scalars = {k: float(plan.counters[k][first]) for k in self._scalar_names(h)}
+                # as NumPy scalars of the counters' dtype (torch's float32): the rule then
+                # computes in float32 what torch computes on its float32 state tensors
+                # (NAdam's mu_product *= mu), and the trajectories agree to rounding
+                scalars = {k: plan.counters[k][first] for k in self._scalar_names(h)}
             call = self.rule.kernel(h, h["lr"], step, scalars)
             kwargs = dict(call.kwargs, param_index=param_index)
             if fresh_buffer is not None and call.kernel == "momentum_step":
