@@ -105,3 +105,64 @@ def test_a_bad_bits_entry_is_refused(tmp_path, change, member):
     with pytest.raises(ValueError, match="not a readable fastoptim checkpoint.*bits"):
         checkpoint.read(tmp_path / "bad.npz")
     assert zipfile.is_zipfile(tmp_path / "bad.npz")
+
+# -- fastoptim.torch ---------------------------------------------------------------------------------
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def torch_params(arrays):
+    """Leaf tensors holding copies of NumPy arrays (bfloat16 through its bits)."""
+    torch = _torch()
+    tensors = []
+    for a in arrays:
+        if a.dtype == BF16:
+            t = torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(a.copy())
+        tensors.append(t.requires_grad_())
+    return tensors
+
+
+def test_the_torch_adapter_checkpoint_of_low_precision_state_resumes_bit_for_bit(tmp_path):
+    torch = _torch()
+    import fastoptim.torch as fot
+    params, grads = low_precision_problem(BF16, BF16)
+    options = dict(lr=1e-2, master_weights=True, state_dtype="bfloat16",
+                   rounding="stochastic", seed=2)
+
+    def run(steps, resume_from=None):
+        tensors = torch_params(params)
+        opt = fot.Adam(tensors, **options)
+        if resume_from is not None:
+            saved = torch.load(resume_from)
+            opt.load_state_dict(saved["opt"])
+            for t, st in zip(tensors, saved["opt"]["state"].values()):
+                # torch.optim casts loaded state to the param's dtype: not the masters
+                assert {k: v.dtype for k, v in opt.state[t].items()} == \
+                    {k: v.dtype for k, v in st.items()}
+                assert opt.state[t]["master_param"].dtype == torch.float32
+            with torch.no_grad():
+                for t, s in zip(tensors, saved["params"]):
+                    t.copy_(s)
+        for g in steps:
+            for t, gt in zip(tensors, torch_params(g)):
+                t.grad = gt.detach()
+            opt.step()
+        return tensors, opt
+
+    whole, whole_opt = run(grads)
+    first, first_opt = run(grads[:2])
+    torch.save({"opt": first_opt.state_dict(), "params": [t.detach() for t in first]},
+               tmp_path / "ckpt.pt")
+    resumed, resumed_opt = run(grads[2:], resume_from=tmp_path / "ckpt.pt")
+    for a, b in zip(resumed, whole):
+        assert torch.equal(a.detach().view(torch.int16), b.detach().view(torch.int16))
+    for a, b in zip(resumed, whole):
+        for key, value in whole_opt.state[b].items():
+            got = resumed_opt.state[a][key]
+            assert got.dtype == value.dtype
+            assert torch.equal(got.view(torch.int16) if got.dtype == torch.bfloat16 else got,
+                               value.view(torch.int16) if value.dtype == torch.bfloat16
+                               else value), key
