@@ -204,3 +204,23 @@ def test_param_index_keys_an_array_as_its_place_in_a_list(module):
         module.adam_step(other, grads[0][i], np.zeros(n, BF16), np.zeros(n, BF16), lr=1e-2,
                          step=1, rounding="stochastic", seed=8, param_index=i + 1)
         assert (other != one).any()
+
+
+@pytest.mark.parametrize("module", ["kernels", "reference"])
+@pytest.mark.parametrize("param_dtype", [BF16, F16, np.dtype(np.float64)],
+                         ids=["bfloat16", "float16", "float64"])
+def test_a_param_copy_is_refused_unless_the_params_are_float32(module, param_dtype):
+    """The copy is the float32 params rounded (master weights). Next to a low-precision
+    param it would round the float32 result a second time, independently of the param's
+    own store (with stochastic rounding a third of the elements differed from the param
+    they copy), so it is refused, before anything is written."""
+    module = kernels if module == "kernels" else reference
+    param = np.linspace(-1, 1, 100).astype(param_dtype)
+    grad = np.ones(100, param_dtype)
+    for copy_dtype in (BF16, F16):
+        p, copy = param.copy(), np.zeros(100, copy_dtype)
+        with pytest.raises(TypeError, match="param_copy: a .* param has no low-precision "
+                                            "copy.*float32 params"):
+            module.sgd_step(p, grad, lr=0.1, param_copy=copy, rounding="stochastic")
+        assert_same_bits(p, param)
+        assert not copy.view(np.uint16).any()
