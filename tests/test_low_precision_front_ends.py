@@ -465,3 +465,37 @@ def test_bfloat16_weights_with_float32_masters_reach_the_float32_accuracy():
     bfloat16 = accuracy(BF16, master_weights=True)
     assert float32 > 0.9
     assert abs(bfloat16 - float32) <= 0.015, (bfloat16, float32)
+
+
+def test_clipping_under_a_loss_scale_clips_the_unscaled_gradients():
+    """max_grad_norm is applied to the norm of the gradients divided by the loss scale: with
+    a power of two, the scaled step equals, bit for bit, the step on unscaled gradients
+    (fastoptim's optimizers with grad_scale=, fastoptim.torch with GradScaler's
+    grad_scale/found_inf attributes)."""
+    torch = _torch()
+    import fastoptim.torch as fot
+    params, grads = low_precision_problem(F16, F16)
+    scale = 2.0**12
+    scaled = [[(g.astype(np.float32) * scale).astype(F16) for g in step] for step in grads]
+    numpy_runs, torch_runs = [], []
+    for step_grads, grad_scale in ((grads, None), (scaled, scale)):
+        opt = fo.Adam([p.copy() for p in params], lr=1e-2, max_grad_norm=0.5,
+                      master_weights=True)
+        tensors = torch_params(params)
+        adapter = fot.Adam(tensors, lr=1e-2, max_grad_norm=0.5, master_weights=True)
+        for g in step_grads:
+            opt.step(g, grad_scale=grad_scale)
+            for t, gt in zip(tensors, torch_params(g)):
+                t.grad = gt.detach()
+            if grad_scale is not None:          # what GradScaler.step sets
+                adapter.grad_scale = torch.tensor(grad_scale)
+                adapter.found_inf = torch.tensor(0.0)
+            adapter.step()
+        numpy_runs.append(opt._copies)
+        torch_runs.append([t.detach().numpy() for t in tensors])
+    for a, b in zip(*numpy_runs):
+        assert_same_bits(a, b, "fastoptim.Adam")
+    for a, b in zip(*torch_runs):
+        assert_same_bits(a, b, "fastoptim.torch.Adam")
+    for a, b in zip(numpy_runs[0], torch_runs[0]):
+        assert_same_bits(a, b, "the two front ends")
