@@ -44,8 +44,8 @@ LAYOUTS = [Layout((param, grad, state, copy))
 # around the SIMD widths (8 and 16 floats, loops unrolled to 64) and the conversion block
 # of 512; 4099 is cut into pieces of 2048 when split across threads, the small ones are
 # grouped into tasks
-SIZES = (1, 7, 16, 17, 63, 64, 65, 511, 512, 513, 1100, 4099)
-STEPS = 3
+SIZES = (1, 7, 17, 64, 65, 511, 512, 513, 4099)
+STEPS = 2
 THREADS = (1, 2, 3)
 ROUNDINGS = ("nearest", "stochastic")
 
