@@ -11,7 +11,10 @@ import pytest
 def pytest_collect_file(file_path, parent):
     if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
         return None
-    # leave the file to pytest if its python_files setting already matches it
+    # leave the file to pytest if its python_files setting already matches it, or if it was
+    # named on the command line (pytest collects those itself)
     if any(fnmatch.fnmatch(file_path.name, p) for p in parent.config.getini("python_files")):
+        return None
+    if parent.session.isinitpath(file_path):
         return None
     return pytest.Module.from_parent(parent, path=file_path)

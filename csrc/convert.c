@@ -10,7 +10,7 @@
  * The random bits come from a counter-based hash: a 64-bit key per (seed, step, array,
  * role) from three rounds of splitmix64, then two rounds of the 32-bit "lowbias32" hash
  * per element index. Nothing depends on the thread or the order of evaluation, and the
- * NumPy reference (fastoptim/_lowp.py) computes the same bits.
+ * NumPy reference (fastoptim/_rounding.py) computes the same bits.
  */
 #include "fastoptim.h"
 

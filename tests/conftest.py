@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -37,3 +39,14 @@ def backend(request):
 @pytest.fixture
 def kernel_module(backend):
     return kernels if backend == "c" else reference
+
+
+@contextlib.contextmanager
+def parallel_threshold(n):
+    """Calls of fewer than n elements per thread stay on one thread, for the duration."""
+    old = kernels.build_info()["parallel_threshold"]
+    kernels.set_parallel_threshold(n)
+    try:
+        yield
+    finally:
+        kernels.set_parallel_threshold(old)

@@ -7,7 +7,6 @@ of one thread (docs/design.md), NaNs included. Every result is also checked agai
 reference, so "all thread counts equally wrong" fails too; there a NaN matches any NaN,
 because which NaN an operation on NaNs returns is not fixed (see tests/test_fuzz.py).
 """
-import contextlib
 import hashlib
 import os
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from conftest import assert_same_bits, bits, kernels, needs_kernels
+from conftest import assert_same_bits, bits, kernels, needs_kernels, parallel_threshold
 from fastoptim import reference
 
 pytestmark = needs_kernels
@@ -34,16 +33,6 @@ def assert_matches_reference(actual, expected, what):
     assert not differ.size, (f"{what}: {differ.size} elements differ from the reference, first "
                              f"at {differ[0]}: {actual.flat[differ[0]]!r} vs "
                              f"{expected.flat[differ[0]]!r}")
-
-
-@contextlib.contextmanager
-def parallel_threshold(n):
-    old = kernels.build_info()["parallel_threshold"]
-    kernels.set_parallel_threshold(n)
-    try:
-        yield
-    finally:
-        kernels.set_parallel_threshold(old)
 
 
 def problem(sizes, seed=0, steps=3):

@@ -67,9 +67,9 @@ def check_array(name, a, written, dtypes=STORAGE_DTYPES):
 def buffer_dtypes(role, param_dtype, copy=False):
     """The dtypes a buffer may have next to a param of ``param_dtype``: everything float64
     with float64 params; float32 or low precision otherwise (computed in float). A param
-    copy is low precision."""
+    copy is low precision, next to float32 params only."""
     if copy:
-        return LOW_PRECISION if param_dtype != FLOAT64 else ()
+        return LOW_PRECISION if param_dtype == FLOAT32 else ()
     if role == 0:
         return STORAGE_DTYPES
     return (FLOAT64,) if param_dtype == FLOAT64 else (FLOAT32,) + LOW_PRECISION
@@ -113,9 +113,10 @@ def check_call(roles, buffers, param_copy=None, writes=True):
             a = columns[k][i]
             if a is not None or not optional[k]:
                 copy = k == len(names) - 1
-                if copy and param.dtype == FLOAT64:
-                    raise TypeError(f"{label(names[k])}: a float64 param has no "
-                                    "low-precision copy (the copy is for float32 params)")
+                if copy and param.dtype != FLOAT32:
+                    raise TypeError(f"{label(names[k])}: a {param.dtype} param has no "
+                                    "low-precision copy (the copy is for float32 params: "
+                                    "master weights)")
                 a = check_array(label(names[k]), a, copy or (writes and k != 1),
                                 buffer_dtypes(k, param.dtype, copy))
                 if a.shape != param.shape:

@@ -178,7 +178,8 @@ cdef int _check_array(PyObject **objects, int roles, bint writes, void **data, i
             if param_code == FO_FLOAT64:
                 if code != FO_FLOAT64 or r == roles - 1:
                     return -1
-            elif code == FO_FLOAT64 or (r == roles - 1 and code == FO_FLOAT32):
+            elif code == FO_FLOAT64 or (r == roles - 1 and (code == FO_FLOAT32
+                                                            or param_code != FO_FLOAT32)):
                 return -1
         data[r] = cnp.PyArray_DATA(a)
         dtype[r] = code

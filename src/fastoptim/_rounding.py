@@ -5,9 +5,11 @@ exact; narrowing rounds to nearest-even, or stochastically -- away from zero wit
 probability equal to the discarded fraction of a unit in the last place, truncated to 16
 bits, drawn from 16 random bits per element. NaN and infinity never round stochastically.
 
-The random bits: key = m(m(m(seed) ^ step) ^ (array << 8 | role)) with m the splitmix64
-finalizer; for element i, h = f(lo(i) ^ lo(key)), h = f(h ^ hi(key) ^ hi(i)), bits = h >> 16,
-with f the 32-bit "lowbias32" hash and lo/hi the low and high 32 bits.
+The random bits: key = m(m(m(seed) ^ step) ^ (array << 8 | role)) with m(z) the splitmix64
+output for state z (the golden gamma added, then the finalizer); for element i,
+h = f(lo(i) ^ lo(key)), h = f(h ^ hi(key) ^ hi(i)), bits = h >> 16, with f the 32-bit
+"lowbias32" hash and lo/hi the low and high 32 bits. A magnitude rounds away from zero when
+bits + (the discarded fraction as 16 bits) >= 2**16.
 """
 import numpy as np
 
@@ -17,7 +19,8 @@ MASK64 = (1 << 64) - 1
 
 
 def mix64(z):
-    """The splitmix64 finalizer, on Python ints modulo 2**64."""
+    """splitmix64's output for state z (gamma added, then the finalizer), on Python ints
+    modulo 2**64."""
     z = (z + 0x9E3779B97F4A7C15) & MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64

@@ -2,9 +2,12 @@
 
 Layout: a JSON header in the array "__meta__" (format version, optimizer kind, step count,
 hyperparameters, the state names of each param and, optionally, "scalars": per-optimizer
-numbers that are not arrays) and one array per state buffer, named
+numbers that are not arrays, and "bits": see below) and one array per state buffer, named
 "state/<param index>/<name>". Members are stored uncompressed (what np.savez writes).
-Nothing is pickled.
+Nothing is pickled. A dtype the .npy format has no name for (ml_dtypes' bfloat16, which
+np.save writes as raw "V2" bytes) is stored as its bits, an unsigned integer array of the
+same width, and "bits" maps such a member's name to its dtype ({"state/0/exp_avg":
+"bfloat16"}); a file without such arrays has no "bits" key, as before.
 
 Writing. The data goes to a temporary file ``.fastoptim-<pid>-<random>.npz.tmp`` in the
 target's folder, is fsynced and renamed over the target, so a crash leaves the old file or
@@ -32,12 +35,14 @@ import zipfile
 import numpy as np
 import numpy.lib.format as npy
 
+from fastoptim._checks import DTYPE_NAMES
+
 FORMAT = "fastoptim-checkpoint"
 VERSION = 1
 META = "__meta__"
-# the header keys of VERSION 1; "scalars" is optional
+# the header keys of VERSION 1; "scalars" and "bits" are optional
 META_KEYS = {"format", "version", "optimizer", "step_count", "hyperparameters", "state_names"}
-OPTIONAL_META_KEYS = {"scalars"}
+OPTIONAL_META_KEYS = {"scalars", "bits"}
 
 TMP_PREFIX = ".fastoptim-"
 TMP_SUFFIX = ".npz.tmp"
@@ -71,10 +76,17 @@ def write_atomic(path, state_dict):
     }
     if "scalars" in state_dict:
         meta["scalars"] = _checked_scalars(state_dict["scalars"])
-    arrays = {META: np.array(json.dumps(meta))}
+    arrays, bits = {}, {}
     for i, state in enumerate(state_dict["state"]):
         for name, array in state.items():
-            arrays[member_name(i, name)] = array
+            member = member_name(i, name)
+            if _stored_as_bits(array.dtype):
+                bits[member] = array.dtype.name
+                array = array.view(_bits_dtype(array.dtype))
+            arrays[member] = array
+    if bits:
+        meta["bits"] = bits
+    arrays = {META: np.array(json.dumps(meta)), **arrays}
 
     fd, tmp = _create_temporary(path, folder)
     try:
@@ -88,6 +100,15 @@ def write_atomic(path, state_dict):
         raise
     _fsync_folder(folder)
     remove_stale_temporaries(folder)
+
+
+def _stored_as_bits(dtype):
+    """A dtype .npy cannot name (it would read back as raw void bytes): bfloat16."""
+    return dtype.kind == "V" and dtype.names is None and DTYPE_NAMES.get(dtype.name) == dtype
+
+
+def _bits_dtype(dtype):
+    return np.dtype(f"u{dtype.itemsize}")
 
 
 def _check_target(path, folder):
@@ -253,20 +274,28 @@ def _read_archive(archive, file_size, expected):
         extra, missing = sorted(set(members) - wanted), sorted(wanted - set(members))
         raise ValueError(f"members do not match the header: unexpected {extra}, "
                          f"missing {missing}")
+    bits = _bits_entries(meta.get("bits", {}), wanted)
     if expected is not None:
         _check_names(names, expected)
     headers = {}    # every header is checked before any data is read
     for i, state in enumerate(names):
         for name in state:
-            info = members[member_name(i, name) + ".npy"]
+            member = member_name(i, name)
+            info = members[member + ".npy"]
             dtype, shape = _array_header(archive, info)
             if dtype.hasobject:
                 raise ValueError(f"state[{i}][{name!r}] holds Python objects")
+            if member in bits:
+                if dtype != _bits_dtype(bits[member]):
+                    raise ValueError(f"state[{i}][{name!r}] is {dtype}, but the header's bits "
+                                     f"say it holds the {_bits_dtype(bits[member])} bits of "
+                                     f"{bits[member]}")
+                dtype = bits[member]
             if expected is not None:
                 _check_array(i, name, dtype, shape, expected[i][name])
-            headers[i, name] = info
-    state = [{name: _read_array(archive, headers[i, name]) for name in st}
-             for i, st in enumerate(names)]
+            headers[i, name] = info, dtype
+    state = [{name: _read_array(archive, headers[i, name][0]).view(headers[i, name][1])
+              for name in st} for i, st in enumerate(names)]
     result = {
         "optimizer": meta["optimizer"],
         "step_count": meta["step_count"],
@@ -319,6 +348,22 @@ def _array_header(archive, info):
     return dtype, shape
 
 
+def _bits_entries(bits, wanted):
+    """The header's "bits" as {member: dtype}, each naming a member and a dtype stored as
+    bits."""
+    entries = {}
+    for member, name in bits.items():
+        dtype = DTYPE_NAMES.get(name)
+        if dtype is None or not _stored_as_bits(dtype):
+            raise ValueError(f"bits: {member!r} is said to hold {name!r}, not a dtype stored "
+                             "as bits" + ("" if name != "bfloat16" else
+                                          " here (bfloat16 needs `pip install ml_dtypes`)"))
+        if member + ".npy" not in wanted:
+            raise ValueError(f"bits names {member!r}, which is not a state member")
+        entries[member] = dtype
+    return entries
+
+
 def _read_array(archive, info):
     with archive.open(info) as f:
         return npy.read_array(f, allow_pickle=False)
@@ -346,6 +391,10 @@ def _read_meta(archive, info):
         raise ValueError("hyperparameters is not a JSON object")
     if "scalars" in meta:
         meta["scalars"] = _checked_scalars(meta["scalars"])
+    bits = meta.get("bits", {})
+    if not isinstance(bits, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in bits.items()):
+        raise ValueError("bits is not a JSON object of member names to dtype names")
     return meta
 
 

@@ -26,6 +26,7 @@ changes: other devices and dtypes, overlapping layouts, sparse gradients, ``capt
 fused pass either way). A gradient whose layout differs from its param's is copied into the
 param's layout first.
 """
+import itertools
 import math
 
 import numpy as np
@@ -266,6 +267,7 @@ class _Optimizer(torch.optim.Optimizer):
         saved_state, saved_groups = self.state, [dict(g) for g in self.param_groups]
         super().load_state_dict(state_dict)
         try:
+            self._keep_saved_dtypes(state_dict)
             for g, group in enumerate(self.param_groups):
                 h = self._hyperparameters(group, g)
                 needed = [n for n, _ in self.rule.state(h)]
@@ -299,6 +301,18 @@ class _Optimizer(torch.optim.Optimizer):
             raise
         finally:
             self._plans = {}
+
+    def _keep_saved_dtypes(self, state_dict):
+        """torch.optim's load_state_dict casts every floating-point state tensor to its
+        param's dtype; float32 masters and state kept in another dtype than the param's
+        (master_weights, state_dtype) are put back in the dtype they were saved in."""
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if (key != "step" and torch.is_tensor(value) and value.is_floating_point()
+                        and self.state[p][key].dtype != value.dtype):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
     def __repr__(self):
         return "fastoptim.torch." + super().__repr__()

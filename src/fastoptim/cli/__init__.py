@@ -106,6 +106,11 @@ def build_parser():
     bench.add_argument("--vs", choices=["torch"],
                        help="torch: also time the fastoptim.torch.Adam adapter against "
                             "torch.optim.Adam on torch tensors")
+    bench.add_argument("--low-precision", action="store_true",
+                       help="also time Adam over bfloat16 storage (float32 params with "
+                            "bfloat16 moments, all bfloat16, float32 masters with bfloat16 "
+                            "grads and copy) against float32 Adam, each layout's movement "
+                            "limit and torch fused bfloat16, at 1M and 30M (in --full)")
     bench.set_defaults(run=_bench)
 
     verify = commands.add_parser(
@@ -180,7 +185,9 @@ def _bench(args, parser):
     plan = plan._replace(
         optimizers=tuple(optimizers or plan.optimizers), dtypes=tuple(dtypes or plan.dtypes),
         sizes=tuple(sizes or plan.sizes),
-        budget=plan.budget._replace(seconds=args.seconds or plan.budget.seconds))
+        budget=plan.budget._replace(seconds=args.seconds or plan.budget.seconds),
+        low_precision_sizes=(plan.low_precision_sizes
+                             or (bench.bench_low_precision.SIZES if args.low_precision else ())))
     report = bench.run(plan, threads=args.threads, use_torch=not args.no_torch,
                        vs_torch=args.vs == "torch")
     if args.json:

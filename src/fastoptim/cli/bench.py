@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 import fastoptim
+from fastoptim.cli import bench_low_precision
 
 IMPLEMENTATIONS = ("fastoptim", "limit", "numpy", "torch_fused", "torch_foreach",
                    "torch_forloop")
@@ -95,6 +96,7 @@ class Plan(NamedTuple):
     many_arrays_elements: int = 1_000_000       # split into 25, 50 and 100 arrays
     adapter_sizes: tuple = ((1, 10_000_000), (100, 10_000))    # --vs torch
     adapter_repeats: int = 20
+    low_precision_sizes: tuple = ()     # --low-precision (and --full): Adam's layouts
 
 
 # default: about a minute on 2 cores; every optimizer in cache (1M) and memory-bound (30M)
@@ -104,7 +106,8 @@ PLANS = {
     "quick": Plan(QUICK_OPTIMIZERS, DTYPES, (1_000, 100_000, 3_000_000), Budget(0.08, 3, 9),
                   (1_000_000,), 200_000, ((1, 1_000_000), (100, 10_000)), 7),
     "full": Plan(tuple(TWINS), DTYPES, (1_000, 1_000_000, 30_000_000),
-                 Budget(0.2, 5, 21), (1_000_000, 10_000_000)),
+                 Budget(0.2, 5, 21), (1_000_000, 10_000_000),
+                 low_precision_sizes=bench_low_precision.SIZES),
 }
 
 
@@ -561,6 +564,12 @@ def verdict_adapter(rows):
     return phrases
 
 
+# -- section: Adam over bfloat16/float16 storage (--low-precision, --full) -------------------
+
+def low_precision_rows(ctx):
+    return bench_low_precision.rows(ctx)
+
+
 # -- the sections, in report order ----------------------------------------------------------
 
 class Section(NamedTuple):
@@ -582,6 +591,9 @@ SECTIONS = [
             items=lambda ctx: len(ctx.plan.dtypes) * len(ctx.plan.ewma_sizes)),
     Section("torch_adapter", adapter_rows, format_adapter, verdict_adapter,
             wanted=lambda ctx: ctx.vs_torch),
+    Section("low_precision", low_precision_rows, bench_low_precision.format_rows,
+            bench_low_precision.verdict, items=lambda ctx: len(ctx.plan.low_precision_sizes),
+            wanted=lambda ctx: bool(ctx.plan.low_precision_sizes)),
     Section("models", lambda ctx: _models().model_rows(ctx),
             lambda data: _models().format_models(data),
             lambda data: _models().verdict_models(data),
