@@ -125,8 +125,7 @@ def build_parser():
                         help="element counts (default 1 7 31 1000 131109; with --against "
                              "torch, fastoptim.testing.DEFAULT_SIZES)")
     verify.add_argument("--dtypes", nargs="+", metavar="DTYPE",
-                        help="float32 and/or float64 (with --against torch also bfloat16, "
-                             "float16)")
+                        help="float32, float64, bfloat16, float16 (default: all four)")
     verify.add_argument("--threads", type=_threads, metavar="N",
                         help="threads for the compiled kernels (default: all cores)")
     verify.add_argument("--against", choices=["torch"],
@@ -213,7 +212,7 @@ def _verify(args, parser):
 
     try:
         sizes = _flatten(args.sizes, parse_size)
-        dtypes = _flatten(args.dtypes, _dtype if args.against is None else _any_float_dtype)
+        dtypes = _flatten(args.dtypes, _any_float_dtype)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.steps is not None and args.steps < 1:

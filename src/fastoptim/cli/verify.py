@@ -1,7 +1,8 @@
 """`python -m fastoptim verify`: the compiled kernels against the NumPy reference.
 
-Every case of fastoptim._cases, in float32 and float64, at each size, runs the same steps on
-the same random data through both backends; the table shows the largest distance in units
+Every case of fastoptim._cases, in float32, float64, bfloat16 and float16 params (with
+state in the param's dtype), at each size, runs the same steps on the same random data
+through both backends; the table shows the largest distance in units
 in the last place (ULP, fastoptim.testing.max_ulp) over every buffer and size: 0 everywhere
 is the promise.
 Exit status: 0 all identical, 1 any difference, 2 the extension is not built.
@@ -12,15 +13,17 @@ import numpy as np
 
 from fastoptim import reference
 from fastoptim._cases import kernel_cases, run_case
+from fastoptim._checks import DTYPE_NAMES
 from fastoptim.testing import max_ulp
 
 # a scalar-only call, SIMD tails, a cache-sized array, and one split across threads
 DEFAULT_SIZES = (1, 7, 31, 1000, 2 * 65536 + 37)
 DEFAULT_STEPS = 6
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
 def random_problem(n, dtype, steps, seed):
+    dtype = DTYPE_NAMES.get(dtype, dtype)
     rng = np.random.default_rng(seed)
     param = rng.standard_normal(n).astype(dtype)
     grads = [rng.standard_normal(n).astype(dtype) for _ in range(steps)]
