@@ -35,3 +35,20 @@ def test_the_design_document_and_license_are_in_the_repository():
                   "## All or nothing", "## Adding an optimizer"):
         assert topic in design
     assert "BSD" in (ROOT / "LICENSE").read_text()
+
+
+def _python_blocks(section_heading):
+    import re
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(section_heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_low_precision_examples_run():
+    blocks = _python_blocks("## bfloat16 and float16")
+    assert len(blocks) >= 3
+    for code in blocks:
+        if "import torch" in code:
+            import pytest
+            pytest.importorskip("torch")
+        exec(compile(code, "README.md", "exec"), {})

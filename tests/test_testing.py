@@ -465,12 +465,8 @@ def test_a_candidate_that_changes_the_dtype_is_told_where():
 # -- the README example -----------------------------------------------------------------------
 
 def _readme_section():
-    """The section as the README holds it once placed, else its draft in docs/."""
     readme = (ROOT / "README.md").read_text()
-    heading = "## Test your own optimizer against fastoptim"
-    if heading in readme:
-        return readme[readme.index(heading):]
-    return (ROOT / "docs" / "readme-testing-section.md").read_text()
+    return readme[readme.index("## Test your own optimizer against fastoptim"):]
 
 
 def test_the_readme_example_runs_and_catches_the_bug(capsys):
