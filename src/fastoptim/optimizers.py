@@ -6,8 +6,8 @@ the options below. A step checks everything, runs one kernel call over every arr
 compiled one, or the NumPy reference: ``backend=``) and only then counts the step; Ctrl-C
 is held back between the two, so params, state and step count always agree.
 """
+import collections.abc
 import math
-import types
 
 import numpy as np
 
@@ -178,7 +178,7 @@ class Optimizer:
     def _set_state(self, states):
         # read-only mappings: change the arrays in place, never replace them (the kernel
         # call below holds these very arrays)
-        self.state = tuple(types.MappingProxyType(st) for st in states)
+        self.state = tuple(StateView(i, st) for i, st in enumerate(states))
         self._columns = {name: _kernel_arg([st[name] for st in states]) for name in states[0]}
 
     def state_dict(self):
@@ -348,7 +348,7 @@ class Optimizer:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["state"] = [dict(st) for st in self.state]   # mappingproxy does not pickle
+        state["state"] = [dict(st) for st in self.state]   # plain dicts in the pickle
         del state["_columns"]
         return state
 
@@ -364,6 +364,40 @@ class Optimizer:
         return (f"fastoptim.{type(self).__name__}(<{len(self.params)} arrays>, lr={lr}"
                 + "".join(", " + c for c in changed) + f", backend={self._backend!r}, "
                 f"step_count={self.step_count})")
+
+
+class StateView(collections.abc.Mapping):
+    """One param's state, ``opt.state[i]``: its arrays by name. The optimizer steps these
+    very arrays, so an entry cannot be replaced or removed (TypeError); write into the
+    array instead (``opt.state[i]["exp_avg"][...] = values``), or use load_state_dict."""
+
+    __slots__ = ("_index", "_arrays")
+
+    def __init__(self, index, arrays):
+        self._index = index
+        self._arrays = arrays
+
+    def __getitem__(self, name):
+        return self._arrays[name]
+
+    def __iter__(self):
+        return iter(self._arrays)
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def __setitem__(self, name, value):
+        raise TypeError(f"opt.state[{self._index}][{name!r}] cannot be replaced: the optimizer "
+                        f"steps the array it holds; write into it in place "
+                        f"(opt.state[{self._index}][{name!r}][...] = values) or use "
+                        "load_state_dict")
+
+    def __delitem__(self, name):
+        raise TypeError(f"opt.state[{self._index}][{name!r}] cannot be removed: the state "
+                        "buffers follow from the hyperparameters (use load_state_dict)")
+
+    def __repr__(self):
+        return repr(self._arrays)
 
 
 def total_norm(per_array, norm_type):
