@@ -252,8 +252,9 @@ class _Optimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """torch.optim's load_state_dict, then checks that every hyperparameter is valid and
         every param's state holds the buffers its group needs (as torch.optim would fail on a
-        missing one); on failure the optimizer keeps its previous state."""
-        saved_state, saved_groups = self.state, [dict(g) for g in self.param_groups]
+        missing one, in its param's shape); on failure the optimizer keeps its previous
+        state -- the very state mapping and group dicts, which torch's load replaces."""
+        saved = self.state, self.param_groups
         super().load_state_dict(state_dict)
         try:
             for g, group in enumerate(self.param_groups):
@@ -281,11 +282,13 @@ class _Optimizer(torch.optim.Optimizer):
                             raise ValueError(f"state_dict: state['step'] of "
                                              f"{_param_name(group, g, i)} must be one number "
                                              f">= 0, got {value!r}"[:300])
+                        if key != "step" and value.shape != p.shape:
+                            raise ValueError(f"state_dict: state[{key!r}] of "
+                                             f"{_param_name(group, g, i)} has shape "
+                                             f"{tuple(value.shape)}, the param "
+                                             f"{tuple(p.shape)}")
         except BaseException:
-            self.state = saved_state
-            for group, old in zip(self.param_groups, saved_groups):
-                group.clear()
-                group.update(old)
+            self.state, self.param_groups = saved
             raise
         finally:
             self._plans = {}
