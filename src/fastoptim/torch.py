@@ -257,6 +257,7 @@ class _Optimizer(torch.optim.Optimizer):
         saved = self.state, self.param_groups
         super().load_state_dict(state_dict)
         try:
+            self._restore_state_dtypes(state_dict)
             for g, group in enumerate(self.param_groups):
                 h = self._hyperparameters(group, g)
                 needed = [n for n, _ in self.rule.state(h)]
@@ -292,6 +293,30 @@ class _Optimizer(torch.optim.Optimizer):
             raise
         finally:
             self._plans = {}
+
+    def _restore_state_dtypes(self, state_dict):
+        """torch.optim's load casts every state tensor but "step" to its param's dtype; this
+        front end keeps float32 master params (master_weights), its state buffers in
+        state_dtype and its counters (NAdam's mu_product, ...) in their own dtype. Those are
+        taken again from the state dict, in the dtype the optimizer keeps, so a resumed run
+        is the uninterrupted one."""
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        for g, group in enumerate(self.param_groups):
+            buffers = {n for n, _ in self.rule.state(self._hyperparameters(group, g))}
+            for p in group["params"]:
+                st = self.state.get(p)
+                source = state_dict["state"].get(saved_ids.pop(0)) if saved_ids else None
+                if not st or not isinstance(source, dict):
+                    continue
+                for key, value in st.items():
+                    original = source.get(key)
+                    if key == "step" or not (torch.is_tensor(value) and torch.is_tensor(original)
+                                             and original.is_floating_point()):
+                        continue
+                    wanted = (torch.float32 if key == "master_param" else
+                              self._state_dtype(p) if key in buffers else original.dtype)
+                    if value.dtype != wanted:
+                        st[key] = original.to(dtype=wanted, copy=True)
 
     def __repr__(self):
         return "fastoptim.torch." + super().__repr__()
