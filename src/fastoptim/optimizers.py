@@ -202,6 +202,36 @@ class Optimizer:
         params, hyperparameters, the state buffers they imply, shapes and dtypes -- so a bad
         one raises ValueError/TypeError and leaves the optimizer as it was. State arrays are
         copied in (new buffers are made when the hyperparameters switch one on or off)."""
+        step_count, checked, lr, scalars, expected = self._check_state_dict(state_dict)
+        states = state_dict["state"]
+        # all checked: commit
+        with _interrupts.deferred():
+            self._hyper = checked
+            self._lr = lr
+            self.scalars = scalars
+            self.step_count = step_count
+            current = [dict(st) for st in self.state]
+            new_states = []
+            for i, (own, st) in enumerate(zip(current, states)):
+                fresh = {}
+                for name in expected:
+                    array = own.get(name)
+                    if array is None or array.dtype != st[name].dtype:
+                        array = np.empty_like(st[name])
+                    np.copyto(array, st[name])
+                    fresh[name] = array
+                new_states.append(fresh)
+            if self._copies is not None:
+                for i, st in enumerate(new_states):
+                    self.params[i][...] = st["master_param"]
+                    st["master_param"] = self.params[i]
+                    self._copies[i][...] = self.params[i].astype(self._copies[i].dtype)
+            self._set_state(new_states)
+
+    def _check_state_dict(self, state_dict):
+        """Every check of load_state_dict; it reads only the arrays' shapes and dtypes (so
+        load() runs it on a checkpoint's headers before reading any array). Returns the step
+        count, the checked hyperparameters, lr, the scalars and the state names."""
         try:
             kind = state_dict["optimizer"]
             step_count = state_dict["step_count"]
@@ -240,29 +270,8 @@ class Optimizer:
             expected.append("master_param")
         for i, (param, st) in enumerate(zip(self.params, states)):
             self._check_loaded_state(i, param, st, expected)
-        # all checked: commit
-        with _interrupts.deferred():
-            self._hyper = checked
-            self._lr = lr
-            self.scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
-            self.step_count = int(step_count)
-            current = [dict(st) for st in self.state]
-            new_states = []
-            for i, (own, st) in enumerate(zip(current, states)):
-                fresh = {}
-                for name in expected:
-                    array = own.get(name)
-                    if array is None or array.dtype != st[name].dtype:
-                        array = np.empty_like(st[name])
-                    np.copyto(array, st[name])
-                    fresh[name] = array
-                new_states.append(fresh)
-            if self._copies is not None:
-                for i, st in enumerate(new_states):
-                    self.params[i][...] = st["master_param"]
-                    st["master_param"] = self.params[i]
-                    self._copies[i][...] = self.params[i].astype(self._copies[i].dtype)
-            self._set_state(new_states)
+        scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
+        return int(step_count), checked, lr, scalars, expected
 
     def _check_loaded_state(self, i, param, state, expected):
         if not isinstance(state, dict) or set(state) != set(expected):
@@ -289,8 +298,9 @@ class Optimizer:
 
     def load(self, path):
         """Restore a checkpoint written by save(); ValueError (and no change) if the file is
-        corrupt, truncated, foreign or for another optimizer."""
-        self.load_state_dict(checkpoint.read(path))
+        corrupt, truncated, foreign or for another optimizer. Whether it fits this optimizer
+        is checked on the file's headers, before any array is read."""
+        self.load_state_dict(checkpoint.read(path, expected=self._check_state_dict))
 
     # -- stepping --------------------------------------------------------------------------------
 
