@@ -30,11 +30,12 @@ from test_checkpoint import peak_bytes_while
 posix_only = pytest.mark.skipif(os.name != "posix", reason="fork, signals and rlimits")
 
 
-def run_child(code, timeout=60):
-    """Run ``code`` in a fresh interpreter; its CompletedProcess. A hang fails the test with
-    subprocess.TimeoutExpired instead of stalling the suite."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+def run_child(code, timeout=60, args=()):
+    """Run ``code`` in a fresh interpreter (``args`` in its sys.argv[1:]); its
+    CompletedProcess. A hang fails the test with subprocess.TimeoutExpired instead of
+    stalling the suite."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def child_lines(code, timeout=60):
@@ -406,6 +407,43 @@ def test_a_reference_call_interrupted_writes_all_or_nothing(monkeypatch):
             reference.adam_step(*arrays, lr=0.1, step=1)
     assert_same_buffers([a for column in arrays for a in column],
                         [a for column in expected for a in column], "interrupted while writing")
+
+
+SIGINT_SETTINGS = r"""
+import signal, sys
+import numpy as np
+import fastoptim as fo
+from fastoptim import reference
+
+calls = []
+signal.signal(signal.SIGINT, {"SIG_DFL": signal.SIG_DFL, "SIG_IGN": signal.SIG_IGN,
+                              "own handler": lambda *_: calls.append(opt.step_count)}[sys.argv[1]])
+original = reference.LOOPS["sgd_step"]
+
+
+def interrupting(*args):
+    result = original(*args)
+    signal.raise_signal(signal.SIGINT)
+    return result
+
+
+reference.LOOPS["sgd_step"] = interrupting
+opt = fo.SGD(np.ones(4), lr=0.5, backend="numpy")
+opt.step(np.ones(4))
+print(opt.step_count, opt.params[0][0], calls, flush=True)
+"""
+
+
+@posix_only
+@pytest.mark.parametrize("setting, output", [("own handler", "1 0.5 [1]"),
+                                             ("SIG_IGN", "1 0.5 []"), ("SIG_DFL", "")])
+def test_ctrl_c_held_back_in_a_step_is_delivered_as_the_program_set_it(setting, output):
+    """The program's own SIGINT handler runs once, after the step is counted; SIG_IGN
+    ignores the interrupt; under SIG_DFL it ends the process, as it would without fastoptim
+    (it was swallowed)."""
+    result = run_child(SIGINT_SETTINGS, args=[setting])
+    assert result.stdout.strip() == output, result.stderr[-1000:]
+    assert result.returncode == (-signal.SIGINT if setting == "SIG_DFL" else 0)
 
 
 @posix_only
