@@ -202,8 +202,7 @@ class Optimizer:
         params, hyperparameters, the state buffers they imply, shapes and dtypes -- so a bad
         one raises ValueError/TypeError and leaves the optimizer as it was. State arrays are
         copied in (new buffers are made when the hyperparameters switch one on or off)."""
-        step_count, checked, lr, scalars, expected = self._check_state_dict(state_dict)
-        states = state_dict["state"]
+        step_count, checked, lr, scalars, states, expected = self._check_state_dict(state_dict)
         # all checked: commit
         with _interrupts.deferred():
             self._hyper = checked
@@ -231,7 +230,8 @@ class Optimizer:
     def _check_state_dict(self, state_dict):
         """Every check of load_state_dict; it reads only the arrays' shapes and dtypes (so
         load() runs it on a checkpoint's headers before reading any array). Returns the step
-        count, the checked hyperparameters, lr, the scalars and the state names."""
+        count, the checked hyperparameters, lr, the scalars, the states (a list) and the
+        state names each must hold."""
         try:
             kind = state_dict["optimizer"]
             step_count = state_dict["step_count"]
@@ -271,7 +271,7 @@ class Optimizer:
         for i, (param, st) in enumerate(zip(self.params, states)):
             self._check_loaded_state(i, param, st, expected)
         scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
-        return int(step_count), checked, lr, scalars, expected
+        return int(step_count), checked, lr, scalars, states, expected
 
     def _check_loaded_state(self, i, param, state, expected):
         if not isinstance(state, dict) or set(state) != set(expected):
