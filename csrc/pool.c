@@ -9,6 +9,10 @@
  *   claims tasks like any worker and, when none are left, waits only for tasks that were
  *   actually claimed (running). A worker that has not woken up yet claims nothing, so
  *   nobody waits for it; the caller simply does its share.
+ * - A worker that claimed a task and was then preempted does hold the call up. The caller
+ *   measures such waits, and after a long one runs the next calls alone for a while (see
+ *   STALL_BACKOFF). Idle workers yield instead of spinning, so one that shares a core with
+ *   the caller never keeps it from running.
  * - A job lives on the heap with a reference count, so a late worker that wakes after the
  *   caller has returned finds the job closed and leaves, touching no freed memory.
  * - fork(): pthread_atfork resets the pool in the child (its workers do not exist there);
@@ -30,6 +34,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -118,6 +123,25 @@ static struct {
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* Busy machines. A worker that claimed a task and was then preempted holds the call until
+ * the scheduler runs it again -- up to a time slice, many times a small step. So the
+ * caller measures how long it waited for other threads after its own last task; a wait
+ * longer than its own working time (and than least_stall_ns, far more than a task takes
+ * on an idle machine) means the machine is busy, and the calls of the next STALL_BACKOFF
+ * times that wait run on the calling thread alone. Stalls then cost at most about
+ * 1/STALL_BACKOFF of the time; an idle machine keeps every core; large calls, whose work
+ * dwarfs a time slice, keep their team. */
+enum { STALL_BACKOFF = 20 };
+static const int64_t least_stall_ns = 250000;
+static atomic_llong alone_until_ns;     /* CLOCK_MONOTONIC */
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 static void job_release(job_t *job)
 {
     if (atomic_fetch_sub(&job->refs, 1) == 1)
@@ -140,20 +164,20 @@ static void job_work(job_t *job)
     }
 }
 
-/* Short enough not to take a busy machine's core for long, long enough that back-to-back
- * calls (a parameter list, the passes of LAMB) find the workers awake. */
-enum { SPIN_ROUNDS = 20000 };
+/* Between jobs a worker stays awake this long, so that back-to-back calls (a parameter
+ * list, the passes of LAMB, the next step) find it at once; then it sleeps. Awake, it
+ * yields rather than spins: on a busy machine it may share a core with the caller, who
+ * must not wait for the worker's idle time to run out. */
+static const int64_t awake_ns = 1000000;
 
 static void *worker_main(void *unused)
 {
     (void)unused;
     unsigned long long seen = atomic_load(&pool.generation);
     for (;;) {
-        for (int i = 0; i < SPIN_ROUNDS && atomic_load(&pool.generation) == seen; i++) {
-#if defined(__x86_64__) || defined(__i386__)
-            _mm_pause();
-#endif
-        }
+        int64_t sleep_at = now_ns() + awake_ns;
+        while (atomic_load(&pool.generation) == seen && now_ns() < sleep_at)
+            sched_yield();
         pthread_mutex_lock(&pool.lock);
         while (atomic_load(&pool.generation) == seen)
             pthread_cond_wait(&pool.wake, &pool.lock);
@@ -220,6 +244,8 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
         team = cores;
     if (team > ntasks)
         team = (int)ntasks;
+    if (team > 1 && now_ns() < atomic_load(&alone_until_ns))
+        team = 1;                       /* a recent stall: see STALL_BACKOFF */
     job_t *job = team > 1 ? malloc(sizeof *job) : NULL;
     if (!job) {     /* one thread, or no memory for the job: run everything here */
         for (int64_t t = 0; t < ntasks; t++)
@@ -237,20 +263,25 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
 
     pthread_mutex_lock(&pool.lock);
     int posted = pool.job == NULL;      /* another caller's job is open: go alone */
+    int helpers = 0;
     if (posted) {
         start_workers(team - 1);
-        job->helpers = team - 1 < pool.workers ? team - 1 : pool.workers;
+        helpers = job->helpers = team - 1 < pool.workers ? team - 1 : pool.workers;
         pool.job = job;
         atomic_fetch_add(&pool.generation, 1);
-        pthread_cond_broadcast(&pool.wake);
     }
     pthread_mutex_unlock(&pool.lock);
+    if (posted)     /* after unlocking: a woken worker does not block on the lock at once */
+        pthread_cond_broadcast(&pool.wake);
 
+    int64_t started = now_ns();
     job_work(job);
 
     if (posted) {
+        int64_t worked = now_ns() - started;
         pthread_mutex_lock(&pool.lock);
         pool.job = NULL;                /* late workers find nothing to join */
+        int joined = helpers - job->helpers;
         pthread_mutex_unlock(&pool.lock);
         /* wait for tasks other threads are running; yielding first lets a preempted worker
          * have this core back, then sleep */
@@ -262,6 +293,9 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
                 pthread_cond_wait(&pool.finished, &pool.lock);
             pthread_mutex_unlock(&pool.lock);
         }
+        int64_t ended = now_ns(), waited = ended - started - worked;
+        if (joined > 0 && waited > least_stall_ns && waited > worked)
+            atomic_store(&alone_until_ns, ended + STALL_BACKOFF * waited);
     }
     job_release(job);
 }

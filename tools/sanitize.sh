@@ -15,7 +15,6 @@
 #   FASTOPTIM_SANITIZE_DIR     where to put the copy (default: a new mktemp -d, kept afterwards
 #                              so a failure can be rerun by hand; the script prints the path)
 #   FASTOPTIM_SANITIZE_CFLAGS  the sanitizer flags (default below)
-#   FASTOPTIM_NO_OPENMP=1      build the copy without OpenMP (passed through to setup.py)
 # Exit status: pytest's (a sanitizer report aborts the interpreter: non-zero).
 set -euo pipefail
 

@@ -143,17 +143,19 @@ cdef bint _any_written_overlap(_span *spans, Py_ssize_t k) noexcept:
     return False
 
 
-cdef int _check_array(PyObject **objects, int roles, bint writes, void **data, int *dtype,
-                      int64_t *n, _span *spans, Py_ssize_t *nspans):
+cdef int _check_array(PyObject **objects, int roles, unsigned required, bint writes,
+                      void **data, int *dtype, int64_t *n, _span *spans, Py_ssize_t *nspans):
     """One array's buffers (borrowed references; the last one is the param copy): fill
     data, dtype and n, append their byte ranges; -1 when anything is off (then
-    check_call says what)."""
+    check_call says what). Bit r of ``required`` set: role r may not be None."""
     cdef cnp.ndarray a, param
     cdef int r, code, need, param_code = -1
     cdef object obj
     for r in range(roles):
         obj = <object>objects[r]
         if obj is None:
+            if required & (1u << r):
+                return -1
             data[r] = NULL
             dtype[r] = -1
             continue
@@ -239,6 +241,21 @@ cdef _launch(name, const fo_kernel *info, Py_ssize_t count, void *const *data,
         PyMem_Free(scalar_data)
 
 
+_REQUIRED_ROLES = {}     # kernel name -> bit r set when role r may not be None
+
+
+cdef unsigned _required_roles(kernel):
+    cdef unsigned mask
+    cached = _REQUIRED_ROLES.get(kernel.name)
+    if cached is None:
+        mask = 0
+        for r, role in enumerate(kernel.roles):
+            if not role.optional:
+                mask |= 1u << r
+        _REQUIRED_ROLES[kernel.name] = cached = mask
+    return cached
+
+
 def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
         bint stochastic=False, uint64_t seed=0, int64_t param_index=0, int threads=0,
         bint writes=True):
@@ -252,6 +269,7 @@ def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
     index = entry[0]
     cdef const fo_kernel *info = &fo_kernels[index]
     roles = info.nroles + 1
+    cdef unsigned required = _required_roles(kernel)
     if len(buffers) != info.nroles:
         raise TypeError(f"{kernel.name} takes {info.nroles} buffers, got {len(buffers)}")
     first = buffers[0]
@@ -284,8 +302,8 @@ def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
                     column = columns[r]
                     objects[r] = (<PyObject *>column if not many or column is None
                                   else <PyObject *>(<tuple>column)[i])
-                if _check_array(objects, roles, writes, data + i * roles, dtype + i * roles,
-                                n + i, spans, &nspans) < 0:
+                if _check_array(objects, roles, required, writes, data + i * roles,
+                                dtype + i * roles, n + i, spans, &nspans) < 0:
                     views = check_call(kernel.roles, buffers, param_copy, writes)
                     break
             if views is None and _any_written_overlap(spans, nspans):
@@ -295,8 +313,8 @@ def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
             for i in range(count):
                 for r in range(roles):
                     objects[r] = <PyObject *>views[i][r]
-                if _check_array(objects, roles, writes, data + i * roles, dtype + i * roles,
-                                n + i, spans, &nspans) < 0:
+                if _check_array(objects, roles, required, writes, data + i * roles,
+                                dtype + i * roles, n + i, spans, &nspans) < 0:
                     raise AssertionError("fastoptim: the fast buffer check refused what "
                                          "_checks accepts")
         sums = _launch(kernel.name, info, count, <void *const *>data, dtype, n, scalars,

@@ -240,8 +240,11 @@ def read(path, expected=None):
     FileNotFoundError.
 
     ``expected``, optional, describes the optimizer that will load the file: one dict per
-    param, ``{state name: (dtype, shape)}``. A file whose params, state names, dtypes or
-    shapes differ is refused with ValueError before any array data is read.
+    param, ``{state name: (dtype, shape)}``; or a function that raises ValueError/TypeError
+    for a state dict it would refuse (fastoptim.Optimizer.load passes its own checks), called
+    with the file's state dict whose arrays are memory-less stand-ins of the members' dtypes
+    and shapes. A file that does not fit is refused with ValueError before any array data
+    is read.
 
     The returned dict has optimizer, step_count, hyperparameters, state (one dict of arrays
     per param) and, when the file has them, scalars.
@@ -275,10 +278,12 @@ def _read_archive(archive, file_size, expected):
         raise ValueError(f"members do not match the header: unexpected {extra}, "
                          f"missing {missing}")
     bits = _bits_entries(meta.get("bits", {}), wanted)
-    if expected is not None:
+    described = expected is not None and not callable(expected)
+    if described:
         _check_names(names, expected)
-    headers = {}    # every header is checked before any data is read
+    headers, previews = {}, []   # every header is checked before any data is read
     for i, state in enumerate(names):
+        previews.append({})
         for name in state:
             member = member_name(i, name)
             info = members[member + ".npy"]
@@ -291,11 +296,22 @@ def _read_archive(archive, file_size, expected):
                                      f"say it holds the {_bits_dtype(bits[member])} bits of "
                                      f"{bits[member]}")
                 dtype = bits[member]
-            if expected is not None:
+            if described:
                 _check_array(i, name, dtype, shape, expected[i][name])
             headers[i, name] = info, dtype
-    state = [{name: _read_array(archive, headers[i, name][0]).view(headers[i, name][1])
-              for name in st} for i, st in enumerate(names)]
+            # an array of the member's dtype and shape that occupies no memory
+            previews[i][name] = np.broadcast_to(np.zeros((), dtype), shape)
+    if callable(expected):
+        try:
+            expected(_state_dict(meta, previews))
+        except (TypeError, ValueError) as exc:
+            raise _Mismatch(str(exc)) from None
+    return _state_dict(meta, [
+        {name: _read_array(archive, headers[i, name][0]).view(headers[i, name][1])
+         for name in st} for i, st in enumerate(names)])
+
+
+def _state_dict(meta, state):
     result = {
         "optimizer": meta["optimizer"],
         "step_count": meta["step_count"],

@@ -6,8 +6,8 @@ the options below. A step checks everything, runs one kernel call over every arr
 compiled one, or the NumPy reference: ``backend=``) and only then counts the step; Ctrl-C
 is held back between the two, so params, state and step count always agree.
 """
+import collections.abc
 import math
-import types
 
 import numpy as np
 
@@ -176,7 +176,7 @@ class Optimizer:
     def _set_state(self, states):
         # read-only mappings: change the arrays in place, never replace them (the kernel
         # call below holds these very arrays)
-        self.state = tuple(types.MappingProxyType(st) for st in states)
+        self.state = tuple(StateView(i, st) for i, st in enumerate(states))
         self._columns = {name: _kernel_arg([st[name] for st in states]) for name in states[0]}
 
     def state_dict(self):
@@ -200,6 +200,36 @@ class Optimizer:
         params, hyperparameters, the state buffers they imply, shapes and dtypes -- so a bad
         one raises ValueError/TypeError and leaves the optimizer as it was. State arrays are
         copied in (new buffers are made when the hyperparameters switch one on or off)."""
+        step_count, checked, lr, scalars, states, expected = self._check_state_dict(state_dict)
+        # all checked: commit
+        with _interrupts.deferred():
+            self._hyper = checked
+            self._lr = lr
+            self.scalars = scalars
+            self.step_count = step_count
+            current = [dict(st) for st in self.state]
+            new_states = []
+            for i, (own, st) in enumerate(zip(current, states)):
+                fresh = {}
+                for name in expected:
+                    array = own.get(name)
+                    if array is None or array.dtype != st[name].dtype:
+                        array = np.empty_like(st[name])
+                    np.copyto(array, st[name])
+                    fresh[name] = array
+                new_states.append(fresh)
+            if self._copies is not None:
+                for i, st in enumerate(new_states):
+                    self.params[i][...] = st["master_param"]
+                    st["master_param"] = self.params[i]
+                    self._copies[i][...] = self.params[i].astype(self._copies[i].dtype)
+            self._set_state(new_states)
+
+    def _check_state_dict(self, state_dict):
+        """Every check of load_state_dict; it reads only the arrays' shapes and dtypes (so
+        load() runs it on a checkpoint's headers before reading any array). Returns the step
+        count, the checked hyperparameters, lr, the scalars, the states (a list) and the
+        state names each must hold."""
         try:
             kind = state_dict["optimizer"]
             step_count = state_dict["step_count"]
@@ -238,29 +268,8 @@ class Optimizer:
             expected.append("master_param")
         for i, (param, st) in enumerate(zip(self.params, states)):
             self._check_loaded_state(i, param, st, expected)
-        # all checked: commit
-        with _interrupts.deferred():
-            self._hyper = checked
-            self._lr = lr
-            self.scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
-            self.step_count = int(step_count)
-            current = [dict(st) for st in self.state]
-            new_states = []
-            for i, (own, st) in enumerate(zip(current, states)):
-                fresh = {}
-                for name in expected:
-                    array = own.get(name)
-                    if array is None or array.dtype != st[name].dtype:
-                        array = np.empty_like(st[name])
-                    np.copyto(array, st[name])
-                    fresh[name] = array
-                new_states.append(fresh)
-            if self._copies is not None:
-                for i, st in enumerate(new_states):
-                    self.params[i][...] = st["master_param"]
-                    st["master_param"] = self.params[i]
-                    self._copies[i][...] = self.params[i].astype(self._copies[i].dtype)
-            self._set_state(new_states)
+        scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
+        return int(step_count), checked, lr, scalars, states, expected
 
     def _check_loaded_state(self, i, param, state, expected):
         if not isinstance(state, dict) or set(state) != set(expected):
@@ -287,8 +296,9 @@ class Optimizer:
 
     def load(self, path):
         """Restore a checkpoint written by save(); ValueError (and no change) if the file is
-        corrupt, truncated, foreign or for another optimizer."""
-        self.load_state_dict(checkpoint.read(path))
+        corrupt, truncated, foreign or for another optimizer. Whether it fits this optimizer
+        is checked on the file's headers, before any array is read."""
+        self.load_state_dict(checkpoint.read(path, expected=self._check_state_dict))
 
     # -- stepping --------------------------------------------------------------------------------
 
@@ -346,7 +356,7 @@ class Optimizer:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["state"] = [dict(st) for st in self.state]   # mappingproxy does not pickle
+        state["state"] = [dict(st) for st in self.state]   # plain dicts in the pickle
         del state["_columns"], state["_kernels"]            # a module does not pickle
         return state
 
@@ -363,6 +373,40 @@ class Optimizer:
         return (f"fastoptim.{type(self).__name__}(<{len(self.params)} arrays>, lr={lr}"
                 + "".join(", " + c for c in changed) + f", backend={self._backend!r}, "
                 f"step_count={self.step_count})")
+
+
+class StateView(collections.abc.Mapping):
+    """One param's state, ``opt.state[i]``: its arrays by name. The optimizer steps these
+    very arrays, so an entry cannot be replaced or removed (TypeError); write into the
+    array instead (``opt.state[i]["exp_avg"][...] = values``), or use load_state_dict."""
+
+    __slots__ = ("_index", "_arrays")
+
+    def __init__(self, index, arrays):
+        self._index = index
+        self._arrays = arrays
+
+    def __getitem__(self, name):
+        return self._arrays[name]
+
+    def __iter__(self):
+        return iter(self._arrays)
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def __setitem__(self, name, value):
+        raise TypeError(f"opt.state[{self._index}][{name!r}] cannot be replaced: the optimizer "
+                        f"steps the array it holds; write into it in place "
+                        f"(opt.state[{self._index}][{name!r}][...] = values) or use "
+                        "load_state_dict")
+
+    def __delitem__(self, name):
+        raise TypeError(f"opt.state[{self._index}][{name!r}] cannot be removed: the state "
+                        "buffers follow from the hyperparameters (use load_state_dict)")
+
+    def __repr__(self):
+        return repr(self._arrays)
 
 
 def _kernel_arg(arrays):

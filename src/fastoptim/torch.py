@@ -26,7 +26,6 @@ changes: other devices and dtypes, overlapping layouts, sparse gradients, ``capt
 fused pass either way). A gradient whose layout differs from its param's is copied into the
 param's layout first.
 """
-import itertools
 import math
 
 import numpy as np
@@ -263,11 +262,12 @@ class _Optimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """torch.optim's load_state_dict, then checks that every hyperparameter is valid and
         every param's state holds the buffers its group needs (as torch.optim would fail on a
-        missing one); on failure the optimizer keeps its previous state."""
-        saved_state, saved_groups = self.state, [dict(g) for g in self.param_groups]
+        missing one, in its param's shape); on failure the optimizer keeps its previous
+        state -- the very state mapping and group dicts, which torch's load replaces."""
+        saved = self.state, self.param_groups
         super().load_state_dict(state_dict)
         try:
-            self._keep_saved_dtypes(state_dict)
+            self._restore_state_dtypes(state_dict)
             for g, group in enumerate(self.param_groups):
                 h = self._hyperparameters(group, g)
                 needed = [n for n, _ in self.rule.state(h)]
@@ -293,26 +293,40 @@ class _Optimizer(torch.optim.Optimizer):
                             raise ValueError(f"state_dict: state['step'] of "
                                              f"{_param_name(group, g, i)} must be one number "
                                              f">= 0, got {value!r}"[:300])
+                        if key != "step" and value.shape != p.shape:
+                            raise ValueError(f"state_dict: state[{key!r}] of "
+                                             f"{_param_name(group, g, i)} has shape "
+                                             f"{tuple(value.shape)}, the param "
+                                             f"{tuple(p.shape)}")
         except BaseException:
-            self.state = saved_state
-            for group, old in zip(self.param_groups, saved_groups):
-                group.clear()
-                group.update(old)
+            self.state, self.param_groups = saved
             raise
         finally:
             self._plans = {}
 
-    def _keep_saved_dtypes(self, state_dict):
-        """torch.optim's load_state_dict casts every floating-point state tensor to its
-        param's dtype; float32 masters and state kept in another dtype than the param's
-        (master_weights, state_dtype) are put back in the dtype they were saved in."""
-        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
-        for saved_id, p in zip(saved_ids, params):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
-                if (key != "step" and torch.is_tensor(value) and value.is_floating_point()
-                        and self.state[p][key].dtype != value.dtype):
-                    self.state[p][key] = value.to(device=p.device, copy=True)
+    def _restore_state_dtypes(self, state_dict):
+        """torch.optim's load casts every state tensor but "step" to its param's dtype; this
+        front end keeps float32 master params (master_weights), its state buffers in
+        state_dtype and its counters (NAdam's mu_product, ...) in their own dtype. Those are
+        taken again from the state dict, in the dtype the optimizer keeps, so a resumed run
+        is the uninterrupted one."""
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        for g, group in enumerate(self.param_groups):
+            buffers = {n for n, _ in self.rule.state(self._hyperparameters(group, g))}
+            for p in group["params"]:
+                st = self.state.get(p)
+                source = state_dict["state"].get(saved_ids.pop(0)) if saved_ids else None
+                if not st or not isinstance(source, dict):
+                    continue
+                for key, value in st.items():
+                    original = source.get(key)
+                    if key == "step" or not (torch.is_tensor(value) and torch.is_tensor(original)
+                                             and original.is_floating_point()):
+                        continue
+                    wanted = (torch.float32 if key == "master_param" else
+                              self._state_dtype(p) if key in buffers else original.dtype)
+                    if value.dtype != wanted:
+                        st[key] = original.to(dtype=wanted, copy=True)
 
     def __repr__(self):
         return "fastoptim.torch." + super().__repr__()
