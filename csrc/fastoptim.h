@@ -40,7 +40,7 @@ enum {
 /* Option codes some kernels take as a scalar (fastoptim/_kernel_specs.py uses the same). */
 enum { FO_MOMENTUM_TORCH = 0, FO_MOMENTUM_EWMA = 1, FO_MOMENTUM_VELOCITY = 2 };
 enum { FO_ADAM_DEN_TORCH = 0, FO_ADAM_DEN_EPS_ROOT = 1, FO_ADAM_DEN_EPS_HAT = 2 };
-enum { FO_LANES_SQUARE = 0, FO_LANES_ABS = 1, FO_LANES_ZERO = 2 };   /* loops/reduce.h */
+enum { FO_LANES_SQUARE = 0, FO_LANES_ABS = 1 };   /* loops/reduce.h */
 
 /* A loop over n elements of the compute type `real` (float or double): buf[r] points at
  * role r's first element (NULL when the role is unused), scalars at the kernel's scalars

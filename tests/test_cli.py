@@ -344,13 +344,21 @@ def test_movement_loop_adds_read_only_to_each_updated(dtypes, count, n):
         assert_same_bits(u, e, "updated, adding zeros on one thread")
 
 
+@needs_kernels
+def test_movement_loop_with_nothing_updated_only_reads():
+    x = np.arange(10_000, dtype=np.float32)
+    before = x.copy()
+    kernels.movement_loop((), (x,))
+    assert_same_bits(x, before)
+
+
 def _bad_calls():
     f32 = lambda n=8: np.ones(n, np.float32)  # noqa: E731
     ro = np.ones(8, np.float32)
     ro.flags.writeable = False
     same = f32()
-    yield "no updated", lambda: ([], (f32(),)), ValueError, "updated must hold 1 to 4"
-    yield "five updated", lambda: ([f32() for _ in range(5)], (f32(),)), ValueError, "1 to 4"
+    yield "six updated", lambda: ([f32() for _ in range(6)], (f32(),)), ValueError, "0 to 4"
+    yield "five updated", lambda: ([f32() for _ in range(5)], (f32(),)), ValueError, "0 to 4"
     yield "no read_only", lambda: ([f32()], ()), ValueError, "exactly 1"
     yield "two read_only", lambda: ([f32()], (f32(), f32())), ValueError, "exactly 1"
     yield "bare array", lambda: (f32(), (f32(),)), TypeError, "sequences of arrays"

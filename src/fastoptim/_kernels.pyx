@@ -406,8 +406,8 @@ def movement_loop(updated, read_only, threads=None):
     one array of ``read_only``: the memory traffic of a one-pass kernel over the same
     buffers (each read once, each updated one written once) with next to no arithmetic --
     the speed limit the benchmark measures kernels against. Adam's is
-    movement_loop((param, exp_avg, exp_avg_sq), (grad,)). Buffers of any float dtype, one
-    element count."""
+    movement_loop((param, exp_avg, exp_avg_sq), (grad,)); a norm's is movement_loop((),
+    (grad,)), a read only. Buffers of any float dtype, one element count."""
     cdef void *u[4]
     cdef int size[4]
     cdef Py_ssize_t j, k
@@ -416,19 +416,21 @@ def movement_loop(updated, read_only, threads=None):
     updated = tuple(updated)
     read_only = tuple(read_only)
     k = len(updated)
-    if not 1 <= k <= 4:
-        raise ValueError(f"updated must hold 1 to 4 arrays, got {k}")
+    if not 0 <= k <= 4:
+        raise ValueError(f"updated must hold 0 to 4 arrays, got {k}")
     if len(read_only) != 1:
         raise ValueError(f"read_only must hold exactly 1 array, got {len(read_only)}")
     from fastoptim._kernel_specs import Role
-    roles = tuple(Role(f"updated[{j}]") for j in range(k))
-    groups = check_call((roles[0], Role("read_only[0]")) + roles[1:],
-                        (updated[0], read_only[0]) + updated[1:])
-    arrays = groups[0]
-    if any(a.size != arrays[0].size for a in arrays[:k + 1]):
-        raise ValueError("every buffer must have the same number of elements")
-    u[0] = cnp.PyArray_DATA(arrays[0])
-    size[0] = arrays[0].itemsize
+    if k == 0:      # a read-only pass
+        arrays = (None, check_call((Role("read_only[0]"),), (read_only[0],), writes=False)[0][0])
+    else:
+        roles = tuple(Role(f"updated[{j}]") for j in range(k))
+        arrays = check_call((roles[0], Role("read_only[0]")) + roles[1:],
+                            (updated[0], read_only[0]) + updated[1:])[0]
+        if any(a.size != arrays[0].size for a in arrays[:k + 1]):
+            raise ValueError("every buffer must have the same number of elements")
+        u[0] = cnp.PyArray_DATA(arrays[0])
+        size[0] = arrays[0].itemsize
     for j in range(1, k):
         u[j] = cnp.PyArray_DATA(arrays[j + 1])
         size[j] = arrays[j + 1].itemsize

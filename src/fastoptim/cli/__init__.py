@@ -111,6 +111,10 @@ def build_parser():
                             "bfloat16 moments, all bfloat16, float32 masters with bfloat16 "
                             "grads and copy) against float32 Adam, each layout's movement "
                             "limit and torch fused bfloat16, at 1M and 30M (in --full)")
+    bench.add_argument("--reductions", action="store_true",
+                       help="also time the gradient norm against one read of the gradient "
+                            "and torch's, and Adam with max_grad_norm and check_finite "
+                            "against plain Adam, at 1M and 30M (in --full)")
     bench.set_defaults(run=_bench)
 
     verify = commands.add_parser(
@@ -186,7 +190,9 @@ def _bench(args, parser):
         sizes=tuple(sizes or plan.sizes),
         budget=plan.budget._replace(seconds=args.seconds or plan.budget.seconds),
         low_precision_sizes=(plan.low_precision_sizes
-                             or (bench.bench_low_precision.SIZES if args.low_precision else ())))
+                             or (bench.bench_low_precision.SIZES if args.low_precision else ())),
+        reduction_sizes=(plan.reduction_sizes
+                         or ((1_000_000, 30_000_000) if args.reductions else ())))
     report = bench.run(plan, threads=args.threads, use_torch=not args.no_torch,
                        vs_torch=args.vs == "torch")
     if args.json:

@@ -97,6 +97,7 @@ class Plan(NamedTuple):
     adapter_sizes: tuple = ((1, 10_000_000), (100, 10_000))    # --vs torch
     adapter_repeats: int = 20
     low_precision_sizes: tuple = ()     # --low-precision (and --full): Adam's layouts
+    reduction_sizes: tuple = ()         # --reductions (and --full): norms, clipping
 
 
 # default: about a minute on 2 cores; every optimizer in cache (1M) and memory-bound (30M)
@@ -107,7 +108,8 @@ PLANS = {
                   (1_000_000,), 200_000, ((1, 1_000_000), (100, 10_000)), 7),
     "full": Plan(tuple(TWINS), DTYPES, (1_000, 1_000_000, 30_000_000),
                  Budget(0.2, 5, 21), (1_000_000, 10_000_000),
-                 low_precision_sizes=bench_low_precision.SIZES),
+                 low_precision_sizes=bench_low_precision.SIZES,
+                 reduction_sizes=(1_000_000, 30_000_000)),
 }
 
 
@@ -594,11 +596,21 @@ SECTIONS = [
     Section("low_precision", low_precision_rows, bench_low_precision.format_rows,
             bench_low_precision.verdict, items=lambda ctx: len(ctx.plan.low_precision_sizes),
             wanted=lambda ctx: bool(ctx.plan.low_precision_sizes)),
+    Section("reductions", lambda ctx: _reductions().reduction_rows(ctx, ctx.plan.reduction_sizes),
+            lambda data: _reductions().format_rows(data),
+            lambda data: _reductions().verdict(data),
+            items=lambda ctx: len(ctx.plan.reduction_sizes),
+            wanted=lambda ctx: bool(ctx.plan.reduction_sizes)),
     Section("models", lambda ctx: _models().model_rows(ctx),
             lambda data: _models().format_models(data),
             lambda data: _models().verdict_models(data),
             items=lambda ctx: 4, wanted=lambda ctx: ctx.vs_torch),
 ]
+
+
+def _reductions():
+    from fastoptim.cli import bench_reductions  # imports this module: imported when asked for
+    return bench_reductions
 
 
 def _models():
