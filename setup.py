@@ -13,7 +13,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-std=c11"]
+BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-std=c11"]
 # FASTOPTIM_EXTRA_CFLAGS adds flags for a special build, e.g. the sanitizer build.
 EXTRA_FLAGS = os.environ.get("FASTOPTIM_EXTRA_CFLAGS", "").split()
 
@@ -50,7 +50,7 @@ extension = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     depends=["csrc/fastoptim.h", "csrc/loops/common.h", "csrc/loops/sgd.h",
              "csrc/loops/adaptive.h", "csrc/loops/adam.h", "csrc/loops/movement.h",
-             "csrc/loops/scan.h"],
+             "csrc/loops/scan.h", "csrc/loops/scan_body.h"],
 )
 
 setup(

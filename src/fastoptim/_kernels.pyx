@@ -18,7 +18,6 @@ from libc.stdlib cimport qsort
 cimport numpy as cnp
 
 from fastoptim._checks import (
-    check_axis,
     check_buffers,
     each_array,
     check_momentum_form,
@@ -26,6 +25,7 @@ from fastoptim._checks import (
     check_step,
     check_threads,
 )
+from fastoptim.reference_ewma import prepare_scan
 
 cnp.import_array()
 
@@ -69,12 +69,14 @@ cdef extern from "fastoptim.h" nogil:
         double beta, one_minus_beta
 
     ctypedef struct ewma_scan_scalars:
-        double beta, one_minus_beta
-        int bias_correction
+        double beta, alpha
+        const double *decay
+        int64_t min_periods
+        int adjust, bias_correction, ignore_na, complement_weight, float32_arithmetic
 
     ctypedef void fo_kernel(void *const *buffers, int64_t n, const void *scalars, int threads)
-    ctypedef void ewma_scan_kernel(void *, const void *, int64_t, int64_t, int64_t,
-                                   const ewma_scan_scalars *, int)
+    ctypedef void ewma_scan_kernel(void *, const void *, void *, void *, int64_t *, int64_t,
+                                   int64_t, int64_t, const ewma_scan_scalars *, int)
 
     fo_kernel *c_sgd_step "sgd_step"[2]
     fo_kernel *c_momentum_step "momentum_step"[2]
@@ -447,28 +449,42 @@ def ewma_step(average, value, *, double beta, threads=None):
     _run(c_ewma_step, (average, value), EWMA_NAMES, &s, nt)
 
 
-def ewma_scan(average, series, *, double beta, bint bias_correction=True, axis=0,
-              threads=None):
-    """The EWMA of series along axis, into average: v_t = beta*v_{t-1} + (1-beta)*x_t from
-    v_0 = 0, divided by 1 - beta^t with bias_correction.  See fastoptim.reference.ewma_scan."""
-    cdef void *d[2]
-    cdef int64_t n, outer = 1, length, inner = 1
-    cdef int dt = _prepare((average, series), EWMA_SCAN_NAMES, d, &n)
+def ewma_scan(average, series, mean=None, weight=None, count=None, *, beta, alpha=None,
+              adjust=True, bias_correction=True, ignore_na=False, min_periods=1, decay=None,
+              float32_arithmetic=False, axis=0, threads=None):
+    """The EWMA of series along axis, into average (pandas' ewm().mean() rules), optionally
+    from and into a running state.  See fastoptim.reference_ewma.ewma_scan."""
+    plan = prepare_scan(average, series, mean, weight, count, beta=beta, alpha=alpha,
+                        adjust=adjust, bias_correction=bias_correction, ignore_na=ignore_na,
+                        min_periods=min_periods, decay=decay,
+                        float32_arithmetic=float32_arithmetic, axis=axis, threads=threads)
     cdef int nt = _threads(threads)
-    cdef cnp.ndarray x = <cnp.ndarray>series
-    cdef int k, nd = cnp.PyArray_NDIM(x)
-    cdef int ax = check_axis(nd, axis)
-    for k in range(ax):
-        outer *= cnp.PyArray_DIM(x, k)
-    length = cnp.PyArray_DIM(x, ax)
-    for k in range(ax + 1, nd):
-        inner *= cnp.PyArray_DIM(x, k)
+    cdef int dt = FO_FLOAT64 if cnp.PyArray_TYPE(<cnp.ndarray>series) == cnp.NPY_FLOAT64 \
+        else FO_FLOAT32
     cdef ewma_scan_scalars s
-    s.beta = beta
-    s.one_minus_beta = 1.0 - beta
+    s.beta = plan.beta
+    s.alpha = plan.alpha
+    s.decay = NULL
+    if plan.decay is not None:
+        s.decay = <const double *>_data(plan.decay)
+    s.min_periods = plan.min_periods
+    s.adjust = adjust
     s.bias_correction = bias_correction
+    s.ignore_na = ignore_na
+    s.complement_weight = plan.complement_weight
+    s.float32_arithmetic = float32_arithmetic
+    cdef void *m = NULL if mean is None else _data(mean)
+    cdef void *w = NULL if weight is None else _data(weight)
+    cdef int64_t *n = NULL if count is None else <int64_t *>_data(count)
+    cdef void *a = _data(average)
+    cdef const void *x = _data(series)
+    cdef int64_t outer = plan.outer, length = plan.length, inner = plan.inner
     with nogil:
-        c_ewma_scan[dt](d[0], d[1], outer, length, inner, &s, nt)
+        c_ewma_scan[dt](a, x, m, w, n, outer, length, inner, &s, nt)
+
+
+cdef inline void *_data(object array) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>array)
 
 
 cdef tuple MOVEMENT_NAMES = ("updated[0]", "read_only[0]", "updated[1]", "updated[2]",

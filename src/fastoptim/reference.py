@@ -20,14 +20,13 @@ import math
 import numpy as np
 
 from fastoptim._checks import (
-    check_axis,
-    check_buffers,
     check_momentum_form,
     check_rmsprop_momentum,
     check_step,
     check_threads,
     each_array,
 )
+from fastoptim.reference_ewma import ewma_scan  # its own module: the spec of the scan
 
 __all__ = [
     "sgd_step",
@@ -203,33 +202,3 @@ def ewma_step(average, value, *, beta, threads=None):
     for average, value in arrays:
         average *= beta
         average += (1.0 - beta) * value
-
-
-def ewma_scan(average, series, *, beta, bias_correction=True, axis=0, threads=None):
-    """The EWMA of a series along ``axis``, written to ``average`` (same shape and dtype).
-
-    v_0 = 0;  v_t = beta*v_{t-1} + (1-beta)*x_t;  average[t-1] = v_t / bc_t with
-    bias_correction, else v_t;  bc_t = 1 - beta^t, where beta^t is kept as a running
-    product in double (beta^t = beta^(t-1) * beta: no pow() per step) and bc_t is rounded
-    to the dtype once, as in C. One division per element, as pandas' adjusted mean.
-    A NaN in x_t makes v_t and every later value NaN.
-
-    A Python loop over time, vectorized over the other axes: the oracle, not the fast path.
-    """
-    check_buffers(average, series, names=("average", "series"))
-    axis = check_axis(series.ndim, axis)
-    check_threads(threads)
-    beta = float(beta)   # a NumPy float64 scalar would not be rounded to a float32 array's dtype
-    x = np.moveaxis(series, axis, 0)
-    out = np.moveaxis(average, axis, 0)   # a view: writing it writes average
-    v = np.zeros(x.shape[1:], average.dtype)
-    power = 1.0
-    with np.errstate(all="ignore"):   # NaN and inf propagate silently, as in C
-        for t in range(x.shape[0]):
-            v *= beta
-            v += (1.0 - beta) * x[t, ...]
-            if bias_correction:
-                power *= beta
-                np.divide(v, 1.0 - power, out=out[t, ...])
-            else:
-                out[t, ...] = v
