@@ -17,6 +17,77 @@
  * in a DataFrame's columns), FO_SCAN_GROUP series are copied FO_SCAN_BLOCK time steps at
  * a time into a small transposed tile, so the same vectorized row loop runs over them. */
 enum { FO_SCAN_TILE = 512, FO_SCAN_GROUP = 8, FO_SCAN_BLOCK = 64 };
+
+/* The transposes of those tiles shuffle whole vectors with GCC's vector extensions, on
+ * x86-64 CPUs with AVX2 (checked when the scan starts); elsewhere they copy value by
+ * value. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#  define FO_SCAN_VECTOR_SQUARES 1
+#else
+#  define FO_SCAN_VECTOR_SQUARES 0
+#endif
+
+#if FO_SCAN_VECTOR_SQUARES
+typedef double fo_row_f64 __attribute__((vector_size(32)));
+typedef int64_t fo_lanes_f64 __attribute__((vector_size(32)));
+typedef float fo_row_f32 __attribute__((vector_size(32)));
+typedef int32_t fo_lanes_f32 __attribute__((vector_size(32)));
+
+/* to[c*to_stride + r] = from[r*from_stride + c] for a square of 4 doubles a side: whole
+ * rows in, pairs of rows interleaved, pairs of pairs joined, whole rows out. */
+FO_INLINE void fo_transpose_square_f64(double *restrict to, int64_t to_stride,
+                                       const double *restrict from, int64_t from_stride)
+{
+    fo_row_f64 r0, r1, r2, r3;
+    memcpy(&r0, from, 32);
+    memcpy(&r1, from + from_stride, 32);
+    memcpy(&r2, from + 2 * from_stride, 32);
+    memcpy(&r3, from + 3 * from_stride, 32);
+    const fo_lanes_f64 even = {0, 4, 2, 6}, odd = {1, 5, 3, 7};
+    const fo_lanes_f64 low = {0, 1, 4, 5}, high = {2, 3, 6, 7};
+    const fo_row_f64 s0 = __builtin_shuffle(r0, r1, even), s1 = __builtin_shuffle(r0, r1, odd);
+    const fo_row_f64 s2 = __builtin_shuffle(r2, r3, even), s3 = __builtin_shuffle(r2, r3, odd);
+    r0 = __builtin_shuffle(s0, s2, low);
+    r1 = __builtin_shuffle(s1, s3, low);
+    r2 = __builtin_shuffle(s0, s2, high);
+    r3 = __builtin_shuffle(s1, s3, high);
+    memcpy(to, &r0, 32);
+    memcpy(to + to_stride, &r1, 32);
+    memcpy(to + 2 * to_stride, &r2, 32);
+    memcpy(to + 3 * to_stride, &r3, 32);
+}
+
+/* The same for a square of 8 floats a side, in three rounds. */
+FO_INLINE void fo_transpose_square_f32(float *restrict to, int64_t to_stride,
+                                       const float *restrict from, int64_t from_stride)
+{
+    fo_row_f32 r[8], t[8], u[8];
+    for (int k = 0; k < 8; k++)
+        memcpy(&r[k], from + k * from_stride, 32);
+    const fo_lanes_f32 pairs_low = {0, 8, 1, 9, 4, 12, 5, 13};
+    const fo_lanes_f32 pairs_high = {2, 10, 3, 11, 6, 14, 7, 15};
+    const fo_lanes_f32 quads_low = {0, 1, 8, 9, 4, 5, 12, 13};
+    const fo_lanes_f32 quads_high = {2, 3, 10, 11, 6, 7, 14, 15};
+    const fo_lanes_f32 halves_low = {0, 1, 2, 3, 8, 9, 10, 11};
+    const fo_lanes_f32 halves_high = {4, 5, 6, 7, 12, 13, 14, 15};
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = __builtin_shuffle(r[k], r[k + 1], pairs_low);
+        t[k + 1] = __builtin_shuffle(r[k], r[k + 1], pairs_high);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = __builtin_shuffle(t[k], t[k + 2], quads_low);
+        u[k + 1] = __builtin_shuffle(t[k], t[k + 2], quads_high);
+        u[k + 2] = __builtin_shuffle(t[k + 1], t[k + 3], quads_low);
+        u[k + 3] = __builtin_shuffle(t[k + 1], t[k + 3], quads_high);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = __builtin_shuffle(u[k], u[k + 4], halves_low);
+        r[k + 4] = __builtin_shuffle(u[k], u[k + 4], halves_high);
+    }
+    for (int k = 0; k < 8; k++)
+        memcpy(to + k * to_stride, &r[k], 32);
+}
+#endif
 #endif
 
 typedef struct {
@@ -26,6 +97,7 @@ typedef struct {
     int64_t *count;
     int64_t length, inner;
     const ewma_scan_scalars *s;
+    int vector_squares;         /* transposes shuffle whole vectors (scan_body.h) */
 } FN(ewma_scan_ctx);
 
 #define acc_real real
@@ -47,7 +119,10 @@ static void FN(ewma_scan)(void *average, const void *series, void *mean, void *w
     int64_t n = outer * length * inner;
     if (n == 0)
         return;
-    FN(ewma_scan_ctx) c = {average, series, mean, weight, count, length, inner, s};
+    FN(ewma_scan_ctx) c = {average, series, mean, weight, count, length, inner, s, 0};
+#if FO_SCAN_VECTOR_SQUARES
+    c.vector_squares = __builtin_cpu_supports("avx2");
+#endif
     /* for double data both variants are the same code; only float data has a choice */
     if (sizeof(real) == sizeof(float) && s->float32_arithmetic)
         fo_parallel_for(FN(ewma_scan_chunk_same), &c, n, threads);

@@ -187,16 +187,16 @@ FO_INLINE void AFN(shared_row)(const AFN(scan_params) *p, AFN(tile) *t,
 
 /* `rows` time steps (the first is step t0) of the tile's `width` columns (t->width, given
  * as a constant where it is one): row i of x at x + i*x_stride, written to
- * out + i*out_stride. */
+ * out + i*out_stride. all_observed: the caller has seen no missing value in them. */
 FO_INLINE void AFN(tile_rows)(const AFN(scan_params) *p, AFN(tile) *t, const real *x,
                               int64_t x_stride, real *out, int64_t out_stride, int64_t t0,
-                              int64_t rows, const int64_t width)
+                              int64_t rows, const int64_t width, int all_observed)
 {
     for (int64_t i = 0; i < rows; i++, x += x_stride, out += out_stride) {
         const acc_real d = AFN(step_decay)(p, t0 + i);
         if (t->shared) {
-            int64_t observed = 0;
-            for (int64_t j = 0; j < width; j++)
+            int64_t observed = all_observed ? width : 0;
+            for (int64_t j = 0; j < width && !all_observed; j++)
                 observed += isfinite(x[j]);
             if (observed == width) {
                 AFN(shared_row)(p, t, x, out, d, 1, width);
@@ -233,7 +233,7 @@ FO_INLINE void AFN(scan_tiles)(const FN(ewma_scan_ctx) *c, const AFN(scan_params
         const int64_t offset = outer * length * inner + j;
         AFN(tile_load)(c, &t, col, width);
         AFN(tile_rows)(p, &t, c->series + offset, inner, c->average + offset, inner, 0, length,
-                       width);
+                       width, 0);
         AFN(tile_store)(c, &t, col);
         col += width;
     }
@@ -261,47 +261,49 @@ FO_INLINE void AFN(scan_one)(const FN(ewma_scan_ctx) *c, const AFN(scan_params) 
     }
 }
 
-/* The copies between `group` series (series k at series + k*length) and a transposed tile
- * (tile[i*group + k]: step i of series k): value (k, i) is at from[k*fk + i*fi] and goes
- * to to[k*tk + i*ti]. One side has fi == 1 and the other tk == 1 (constants after
- * inlining), so squares of 32 bytes a side (4 doubles or 8 floats) become vector loads,
- * shuffles and stores: memory sees whole vectors. Time squares outermost, so the group's
- * series advance together. */
+/* The copies between `group` series (each contiguous, `length` apart) and the transposed
+ * tile (step i of series k at tile[i*group + k]) are transposes of matrices whose rows are
+ * contiguous: to[c*to_stride + r] = from[r*from_stride + c]. They go in squares of 32
+ * bytes a side (4 doubles, 8 floats): with AVX2 (c->vector_squares) each square is loaded
+ * as whole rows, shuffled in registers and stored as whole rows (scan.h), so memory sees
+ * vectors; otherwise value by value. */
 enum { AFN(square) = 32 / sizeof(real) };
 
-FO_INLINE void AFN(copy_values)(real *restrict to, int64_t tk, int64_t ti,
-                                const real *restrict from, int64_t fk, int64_t fi,
-                                int64_t k0, int64_t k1, int64_t i0, int64_t i1)
+FO_INLINE void AFN(transpose_square)(real *restrict to, int64_t to_stride,
+                                     const real *restrict from, int64_t from_stride,
+                                     const int vector)
 {
-    for (int64_t k = k0; k < k1; k++)
-        for (int64_t i = i0; i < i1; i++)
-            to[k * tk + i * ti] = from[k * fk + i * fi];
-}
-
-FO_INLINE void AFN(copy_square)(real *restrict to, int64_t tk, int64_t ti,
-                                const real *restrict from, int64_t fk, int64_t fi)
-{
-    real square[AFN(square)][AFN(square)];
-    for (int64_t k = 0; k < AFN(square); k++)
-        for (int64_t i = 0; i < AFN(square); i++)
-            square[k][i] = from[k * fk + i * fi];
-    for (int64_t i = 0; i < AFN(square); i++)
-        for (int64_t k = 0; k < AFN(square); k++)
-            to[k * tk + i * ti] = square[k][i];
-}
-
-FO_INLINE void AFN(copy_group)(real *restrict to, int64_t tk, int64_t ti,
-                               const real *restrict from, int64_t fk, int64_t fi,
-                               const int64_t group, int64_t rows)
-{
-    int64_t i = 0;
-    for (; i + AFN(square) <= rows; i += AFN(square)) {
-        int64_t k = 0;
-        for (; k + AFN(square) <= group; k += AFN(square))
-            AFN(copy_square)(to + k * tk + i * ti, tk, ti, from + k * fk + i * fi, fk, fi);
-        AFN(copy_values)(to, tk, ti, from, fk, fi, k, group, i, i + AFN(square));
+#if FO_SCAN_VECTOR_SQUARES
+    if (vector) {
+        _Generic((real)0, float: fo_transpose_square_f32, double: fo_transpose_square_f64)(
+            to, to_stride, from, from_stride);
+        return;
     }
-    AFN(copy_values)(to, tk, ti, from, fk, fi, 0, group, i, rows);
+#endif
+    (void)vector;
+    for (int64_t r = 0; r < AFN(square); r++)
+        for (int64_t c = 0; c < AFN(square); c++)
+            to[c * to_stride + r] = from[r * from_stride + c];
+}
+
+/* to[c*to_stride + r] = from[r*from_stride + c] for r < rows, c < cols. */
+FO_INLINE void AFN(transpose)(real *restrict to, int64_t to_stride, const real *restrict from,
+                              int64_t from_stride, int64_t rows, int64_t cols,
+                              const int vector)
+{
+    int64_t r = 0;
+    for (; r + AFN(square) <= rows; r += AFN(square)) {
+        int64_t c = 0;
+        for (; c + AFN(square) <= cols; c += AFN(square))
+            AFN(transpose_square)(to + c * to_stride + r, to_stride,
+                                  from + r * from_stride + c, from_stride, vector);
+        for (; c < cols; c++)
+            for (int64_t rr = r; rr < r + AFN(square); rr++)
+                to[c * to_stride + rr] = from[rr * from_stride + c];
+    }
+    for (; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            to[c * to_stride + r] = from[r * from_stride + c];
 }
 
 /* `group` whole series (inner == 1) from column col on, through a transposed tile
@@ -315,9 +317,14 @@ FO_INLINE void AFN(scan_group)(const FN(ewma_scan_ctx) *c, const AFN(scan_params
     AFN(tile_load)(c, &t, col, group);
     for (int64_t t0 = 0; t0 < length; t0 += FO_SCAN_BLOCK) {
         const int64_t rows = length - t0 < FO_SCAN_BLOCK ? length - t0 : FO_SCAN_BLOCK;
-        AFN(copy_group)(in, 1, group, c->series + col * length + t0, length, 1, group, rows);
-        AFN(tile_rows)(p, &t, in, group, out, group, t0, rows, group);
-        AFN(copy_group)(c->average + col * length + t0, length, 1, out, 1, group, group, rows);
+        AFN(transpose)(in, group, c->series + col * length + t0, length, group, rows,
+                       c->vector_squares);
+        int64_t observed = 0;    /* one count for the block, not one per row */
+        for (int64_t i = 0; i < rows * group; i++)
+            observed += isfinite(in[i]);
+        AFN(tile_rows)(p, &t, in, group, out, group, t0, rows, group, observed == rows * group);
+        AFN(transpose)(c->average + col * length + t0, length, out, group, rows, group,
+                       c->vector_squares);
     }
     AFN(tile_store)(c, &t, col);
 }

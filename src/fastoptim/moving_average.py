@@ -41,7 +41,7 @@ RATE_NAMES = ("beta", "com", "span", "halflife", "alpha")
 
 def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None, span=None,
          halflife=None, alpha=None, adjust=True, ignore_na=False, min_periods=0, times=None,
-         float32_arithmetic=False):
+         float32_arithmetic=False, threads=None):
     """The exponentially weighted moving average of x along ``axis``, one value per step.
 
     x: array_like, a pandas Series or DataFrame; time along ``axis``, every other axis an
@@ -64,6 +64,7 @@ def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None
     observation, y_t = (1-alpha) y_{t-1} + alpha x_t. bias_correction=False (adjust=True
     only): the lectures' uncorrected v_t, which starts from 0. ignore_na, min_periods:
     pandas'. float32_arithmetic: average float32 data in float32 (default: in float64).
+    threads: at most this many threads, each taking whole series (default: all cores).
 
         >>> ewma([1.0, 2.0, 3.0], beta=0.5)            # = pandas ewm(alpha=0.5).mean()
         array([1.        , 1.66666667, 2.42857143])
@@ -86,7 +87,7 @@ def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None
     kernels.ewma_scan(average, series, beta=rates.beta, alpha=rates.alpha, adjust=adjust,
                       bias_correction=bias_correction, ignore_na=ignore_na,
                       min_periods=_check_min_periods(min_periods), decay=rates.decay,
-                      float32_arithmetic=float32_arithmetic,
+                      float32_arithmetic=float32_arithmetic, threads=threads,
                       axis=values.ndim - 1 - axis if transposed else axis)
     average = average.T if transposed else average
     if frame == "Series":
@@ -113,13 +114,14 @@ class EWMA:
 
     def __init__(self, beta=None, bias_correction=True, backend="auto", *, com=None, span=None,
                  halflife=None, alpha=None, adjust=True, ignore_na=False, min_periods=0,
-                 float32_arithmetic=False):
+                 float32_arithmetic=False, threads=None):
         given = dict(beta=beta, com=com, span=span, halflife=halflife, alpha=alpha)
         self._rates = _decay_rates(given, adjust=adjust, times=None, length=0)
         self.beta, self.alpha = self._rates.beta, self._rates.alpha
         self.adjust, self.bias_correction = bool(adjust), bool(bias_correction)
         self.ignore_na, self.float32_arithmetic = bool(ignore_na), bool(float32_arithmetic)
         self.min_periods = _check_min_periods(min_periods)
+        self.threads = threads
         if not self.adjust and not self.bias_correction:
             raise ValueError("bias_correction=False (the lectures' average from 0) applies "
                              "with adjust=True only; adjust=False starts from the first value")
@@ -160,7 +162,8 @@ class EWMA:
         self._kernels.ewma_scan(average, series, *state, beta=self.beta, alpha=self.alpha,
                                 adjust=self.adjust, bias_correction=self.bias_correction,
                                 ignore_na=self.ignore_na, min_periods=self.min_periods,
-                                float32_arithmetic=self.float32_arithmetic)
+                                float32_arithmetic=self.float32_arithmetic,
+                                threads=self.threads)
         self._state, self._value = state, average[0]
         self.step += 1
         return self.value
@@ -322,16 +325,15 @@ def _pandas_frame(x):
 
 def _frame_values(x):
     """A Series' or DataFrame's values as a float array, missing values (None, pd.NA) as
-    NaN; numpy-backed float columns without a copy."""
-    dtypes = [x.dtype] if x.ndim == 1 else list(x.dtypes)
-    for name, dtype in zip([x.name] if x.ndim == 1 else x.columns, dtypes):
-        if not (dtype.kind in "biuf"):
+    NaN; numpy-backed numeric columns of one kind without a copy."""
+    values = x.to_numpy()
+    if values.dtype.kind in "biuf":
+        return _as_float_array(values, "x")
+    # nullable (extension) dtypes, columns of different kinds (bool and float), or worse
+    names, dtypes = ([x.name], [x.dtype]) if x.ndim == 1 else (x.columns, x.dtypes)
+    for name, dtype in zip(names, dtypes):
+        if dtype.kind not in "biuf":
             raise TypeError(f"x holds non-numeric data ({name!r}: dtype {dtype})")
-    if all(isinstance(dtype, np.dtype) for dtype in dtypes):
-        values = x.to_numpy()
-        if values.dtype.kind in "biuf":
-            return _as_float_array(values, "x")
-    # nullable (extension) dtypes, or columns of different kinds (bool and float: object)
     return x.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
