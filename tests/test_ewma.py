@@ -2,6 +2,7 @@
 runs, parameterizations, adjust, ignore_na, min_periods, times, Series and DataFrame), the
 lectures' recurrence, hand-computed cases, fast vs reference bit for bit in every layout
 and mode, float32 accuracy, the running form, conversions and bad input."""
+import inspect
 from fractions import Fraction
 
 import numpy as np
@@ -290,6 +291,11 @@ def same_scan(x, axis, **options):
     assert_same_bits(fast, slow, f"ewma_scan {options}")
     assert x.size == 0 or not (fast == -7.0).all()
     return fast
+
+
+@needs_kernels
+def test_both_backends_take_the_same_arguments():
+    assert inspect.signature(kernels.ewma_scan) == inspect.signature(reference.ewma_scan)
 
 
 @needs_kernels

@@ -120,7 +120,6 @@ cdef tuple ADAGRAD_NAMES = ("param", "grad", "state_sum")
 cdef tuple RMSPROP_NAMES = ("param", "grad", "square_avg", "grad_avg", "momentum_buffer")
 cdef tuple ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 cdef tuple EWMA_NAMES = ("average", "value")
-cdef tuple EWMA_SCAN_NAMES = ("average", "series")
 
 
 cdef int _prepare(tuple arrays, tuple names, void **data, int64_t *n) except -1:

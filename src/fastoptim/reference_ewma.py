@@ -82,7 +82,8 @@ def _check_state(average, series, state, shape, arithmetic):
         return
     if not all(given):
         raise ValueError("mean, weight and count go together: give all three or none")
-    for name, a in zip(STATE_NAMES, state):
+    named = list(zip(("average", "series") + STATE_NAMES, (average, series) + state))
+    for i, (name, a) in enumerate(named[2:], 2):
         want = np.dtype(np.int64) if name == "count" else arithmetic
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
@@ -93,8 +94,8 @@ def _check_state(average, series, state, shape, arithmetic):
                              f"{shape}, got {a.shape}")
         if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
             raise ValueError(f"{name} must be a C-contiguous, aligned, writable array")
-        for other, b in zip(("average", "series") + STATE_NAMES, (average, series) + state):
-            if b is not a and a.size and np.may_share_memory(a, b):
+        for other, b in named[:i]:      # each pair once; every state array is written
+            if a.size and np.may_share_memory(a, b):
                 raise ValueError(f"{name} shares memory with {other}: give each its own buffer")
 
 
