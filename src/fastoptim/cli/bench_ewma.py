@@ -19,6 +19,7 @@ import gc
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -29,13 +30,14 @@ BETA = 0.9
 
 
 def bench_ewma_shapes(shapes=SHAPES, dtype="float64", *, beta=BETA, threads=None,
-                      seconds=0.5, rounds=7, progress=print, measure=None):
+                      seconds=0.5, rounds=7, progress=None, measure=None):
     """One row (a dict) per shape: ns per element of pandas, fastoptim on the pandas object
     and on a NumPy array, the chain limit for one series, and the ratios.
 
     measure(steps) -> {name: seconds per call} may replace the built-in timer (the main
     job passes its own); threads caps fastoptim's threads (pandas uses one)."""
     measure = measure or (lambda steps: _median_seconds(steps, seconds, rounds))
+    progress = progress or (lambda what: print(what, file=sys.stderr))
     chain = chain_loop() if dtype == "float64" else None
     rows = []
     for length, width in shapes:
