@@ -49,6 +49,16 @@ def with_gaps(shape, seed):
     return x
 
 
+def both_backends(x, **options):
+    """ewma on the NumPy reference and, when built, the compiled scan: the same bits."""
+    slow = ewma(x, **options, backend="numpy")
+    if kernels is not None:
+        fast = ewma(x, **options, backend="c")
+        assert type(fast) is type(slow)
+        assert_same_bits(np.asarray(fast), np.asarray(slow), f"ewma {options}")
+    return slow
+
+
 def assert_matches_pandas(got, expected, rtol=1e-12):
     got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
     assert got.shape == expected.shape
@@ -64,12 +74,12 @@ def assert_matches_pandas(got, expected, rtol=1e-12):
 @pytest.mark.parametrize("ignore_na", [False, True])
 @pytest.mark.parametrize("adjust", [True, False])
 @pytest.mark.parametrize("rate", PARAMETERIZATIONS, ids=PARAM_IDS)
-def test_dataframe_equals_pandas(backend, rate, adjust, ignore_na, min_periods):
+def test_dataframe_equals_pandas(rate, adjust, ignore_na, min_periods):
     frame = pd.DataFrame(with_gaps((120, 7), seed=1), columns=list("abcdefg"),
                          index=pd.date_range("2021-03-01", periods=120, freq="h"))
     options = dict(adjust=adjust, ignore_na=ignore_na, min_periods=min_periods)
     expected = frame.ewm(**as_pandas_kwargs(rate), **options).mean()
-    got = ewma(frame, **rate, **options, backend=backend)
+    got = both_backends(frame, **rate, **options)
     assert type(got) is pd.DataFrame
     assert got.index.equals(frame.index) and got.columns.equals(frame.columns)
     assert_matches_pandas(got, expected)
@@ -78,12 +88,12 @@ def test_dataframe_equals_pandas(backend, rate, adjust, ignore_na, min_periods):
 @pytest.mark.parametrize("ignore_na", [False, True])
 @pytest.mark.parametrize("adjust", [True, False])
 @pytest.mark.parametrize("rate", PARAMETERIZATIONS, ids=PARAM_IDS)
-def test_series_equals_pandas(backend, rate, adjust, ignore_na):
+def test_series_equals_pandas(rate, adjust, ignore_na):
     x = with_gaps((150, 7), seed=2)[:, 4]          # scattered gaps and infinities
     x[:3] = np.nan                                 # and a leading run
     series = pd.Series(x, index=np.arange(150) * 10, name="price")
     options = dict(adjust=adjust, ignore_na=ignore_na, min_periods=3)
-    got = ewma(series, **rate, **options, backend=backend)
+    got = both_backends(series, **rate, **options)
     assert type(got) is pd.Series and got.name == "price" and got.index.equals(series.index)
     assert_matches_pandas(got, series.ewm(**as_pandas_kwargs(rate), **options).mean())
 
@@ -101,16 +111,15 @@ def test_nullable_series_with_pd_na_equals_pandas(backend):
 
 @pytest.mark.parametrize("ignore_na", [False, True])
 @pytest.mark.parametrize("adjust", [True, False])
-def test_times_equal_pandas(backend, adjust, ignore_na):
+def test_times_equal_pandas(adjust, ignore_na):
     rng = np.random.default_rng(3)
     times = pd.DatetimeIndex(np.datetime64("2022-01-01", "s")
                              + np.cumsum(rng.integers(0, 5 * 3600, 80)).astype("m8[s]"))
     frame = pd.DataFrame(with_gaps((80, 6), seed=4))
     options = dict(halflife="6h", times=times, adjust=adjust, ignore_na=ignore_na)
-    assert_matches_pandas(ewma(frame, **options, backend=backend),
-                          frame.ewm(**options).mean())
+    assert_matches_pandas(both_backends(frame, **options), frame.ewm(**options).mean())
     if adjust:   # pandas also lets com/span/alpha set the decay per halflife
-        assert_matches_pandas(ewma(frame, com=3, **options, backend=backend),
+        assert_matches_pandas(both_backends(frame, com=3, **options),
                               frame.ewm(com=3, **options).mean())
 
 
@@ -187,6 +196,16 @@ def test_leading_missing_values_and_min_periods(backend):
     assert np.isnan(got[:4]).all() and np.isfinite(got[4:]).all()
     got = ewma(x, alpha=0.5, backend=backend)   # min_periods=0 acts as 1, as in pandas
     assert np.isnan(got[:2]).all() and got[2] == got[3] == 2.0
+
+
+@pytest.mark.parametrize("adjust", [True, False])
+def test_a_gap_that_decays_the_weight_to_zero(backend, adjust):
+    """2000 missing steps at alpha = 1/2 underflow the old weight: the next observation is
+    taken as it is, as in pandas (no 0/0)."""
+    x = np.r_[5.0, np.full(2000, np.nan), 7.0, 8.0]
+    got = ewma(x, alpha=0.5, adjust=adjust, backend=backend)
+    assert got[1] == got[2000] == 5.0 and got[2001] == 7.0
+    assert_matches_pandas(got, pd.Series(x).ewm(alpha=0.5, adjust=adjust).mean())
 
 
 def test_constant_series_stays_exactly_constant(backend):
