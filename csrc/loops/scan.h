@@ -12,11 +12,17 @@
 
 #ifndef FO_SCAN_ONCE
 #define FO_SCAN_ONCE
-/* FO_SCAN_TILE: adjacent columns scanned together when time is not the last axis (their
- * state fits in L1 beside the data). When it is (inner == 1: each series contiguous, as
- * in a DataFrame's columns), FO_SCAN_GROUP series are copied FO_SCAN_BLOCK time steps at
- * a time into a small transposed tile, so the same vectorized row loop runs over them. */
-enum { FO_SCAN_TILE = 512, FO_SCAN_GROUP = 8, FO_SCAN_BLOCK = 64 };
+#include <stdlib.h>
+
+/* FO_SCAN_TILE: the most adjacent columns scanned together when time is not the last
+ * axis (whole rows where they are narrower: their state, 24 bytes a column at most, stays
+ * in L2); FO_SCAN_STACK_TILE if no memory can be had for that. When time is the last
+ * axis (inner == 1: each series contiguous, as in a DataFrame's columns), FO_SCAN_GROUP
+ * series are copied FO_SCAN_BLOCK time steps at a time into a small transposed tile, so
+ * the same vectorized row loop runs over them (more series at once: more streams than
+ * the prefetchers follow). */
+enum { FO_SCAN_TILE = 1 << 15, FO_SCAN_STACK_TILE = 512, FO_SCAN_GROUP = 8,
+       FO_SCAN_BLOCK = 64 };
 
 /* The transposes of those tiles shuffle whole vectors with GCC's vector extensions, on
  * x86-64 CPUs with AVX2 (checked when the scan starts); elsewhere they copy value by

@@ -86,11 +86,12 @@ FO_INLINE real AFN(step)(const AFN(scan_params) *p, acc_real d, real x_stored, a
     return AFN(value)(p, *m, *w, *n);
 }
 
-/* The state of up to FO_SCAN_TILE columns scanned together. While `shared`, every column
- * has weight shared_w and count shared_n (w and n are then unused). */
+/* The state of `width` columns scanned together, in arrays of at least that many entries.
+ * While `shared`, every column has weight shared_w and count shared_n (w and n are then
+ * unused). */
 typedef struct {
-    acc_real m[FO_SCAN_TILE], w[FO_SCAN_TILE];
-    int64_t n[FO_SCAN_TILE];
+    acc_real *m, *w;
+    int64_t *n;
     int64_t width;
     int shared;
     acc_real shared_w;
@@ -217,19 +218,35 @@ FO_INLINE void AFN(tile_rows)(const AFN(scan_params) *p, AFN(tile) *t, const rea
     }
 }
 
-/* Time not the last axis: columns [first, last) in tiles of adjacent columns. */
+/* Time not the last axis: columns [first, last) in tiles of adjacent columns, as wide as
+ * the rows (up to FO_SCAN_TILE): one pass over memory in order, which the prefetchers
+ * follow (narrower tiles cut each row into pieces, read in separate passes). The state
+ * lives on the heap, or, if that fails, in FO_SCAN_STACK_TILE columns on the stack. */
 FO_INLINE void AFN(scan_tiles)(const FN(ewma_scan_ctx) *c, const AFN(scan_params) *p,
                                int64_t first, int64_t last)
 {
     const int64_t length = c->length, inner = c->inner;
-    AFN(tile) t;
+    int64_t capacity = inner < last - first ? inner : last - first;
+    if (capacity > FO_SCAN_TILE)
+        capacity = FO_SCAN_TILE;
+    int64_t *heap = malloc(capacity * (sizeof(int64_t) + 2 * sizeof(acc_real)));
+    acc_real stack_m[FO_SCAN_STACK_TILE], stack_w[FO_SCAN_STACK_TILE];
+    int64_t stack_n[FO_SCAN_STACK_TILE];
+    AFN(tile) t = {stack_m, stack_w, stack_n};
+    if (heap != NULL) {
+        t.n = heap;
+        t.m = (acc_real *)(heap + capacity);
+        t.w = t.m + capacity;
+    } else if (capacity > FO_SCAN_STACK_TILE) {
+        capacity = FO_SCAN_STACK_TILE;
+    }
     for (int64_t col = first; col < last;) {
         const int64_t outer = col / inner, j = col % inner;
         int64_t width = inner - j;
         if (width > last - col)
             width = last - col;
-        if (width > FO_SCAN_TILE)
-            width = FO_SCAN_TILE;
+        if (width > capacity)
+            width = capacity;
         const int64_t offset = outer * length * inner + j;
         AFN(tile_load)(c, &t, col, width);
         AFN(tile_rows)(p, &t, c->series + offset, inner, c->average + offset, inner, 0, length,
@@ -237,6 +254,7 @@ FO_INLINE void AFN(scan_tiles)(const FN(ewma_scan_ctx) *c, const AFN(scan_params
         AFN(tile_store)(c, &t, col);
         col += width;
     }
+    free(heap);
 }
 
 /* One series alone: its state stays in registers. */
@@ -312,7 +330,9 @@ FO_INLINE void AFN(scan_group)(const FN(ewma_scan_ctx) *c, const AFN(scan_params
                                int64_t col, const int64_t group)
 {
     const int64_t length = c->length;
-    AFN(tile) t;
+    acc_real m[FO_SCAN_GROUP], w[FO_SCAN_GROUP];
+    int64_t n[FO_SCAN_GROUP];
+    AFN(tile) t = {m, w, n};
     real in[FO_SCAN_BLOCK * FO_SCAN_GROUP], out[FO_SCAN_BLOCK * FO_SCAN_GROUP];
     AFN(tile_load)(c, &t, col, group);
     for (int64_t t0 = 0; t0 < length; t0 += FO_SCAN_BLOCK) {
