@@ -277,11 +277,12 @@ def test_float32_data_keeps_its_dtype(backend, float32_arithmetic):
 
 # -- fast vs reference, bit for bit ----------------------------------------------------------
 
-# (shape, axis): one series (the scalar loop); time not last (tiles, narrower and wider
-# than a vector and than a tile of 512); time last (groups of 8 series through a transposed
-# tile, with remainders, and time blocks of 64 with remainders); 3-D.
-LAYOUTS = [((1,), 0), ((130,), 0), ((70, 3), 0), ((70, 600), 0), ((9, 70), 1),
-           ((17, 150), 1), ((2, 1), 1), ((3, 40, 5), 1), ((4, 3, 66), 2)]
+# (shape, axis): one series (the scalar loop); time not last (tiles narrower and wider
+# than a vector, and rows wider than a tile of 2**15 columns); time last (groups of 8
+# series through a transposed tile, with remainders, and time blocks of 64 with
+# remainders); 3-D.
+LAYOUTS = [((1,), 0), ((130,), 0), ((70, 3), 0), ((70, 600), 0), ((12, 33000), 0),
+           ((9, 70), 1), ((17, 150), 1), ((2, 1), 1), ((3, 40, 5), 1), ((4, 3, 66), 2)]
 LAYOUT_IDS = [f"{s}-axis{a}" for s, a in LAYOUTS]
 MODES = [dict(adjust=a, ignore_na=i, min_periods=m, bias_correction=b)
          for a in (True, False) for i in (False, True) for m in (0, 5)
