@@ -9,9 +9,9 @@ and both libraries average it, returning a new Series/DataFrame. "ndarray" is fa
 the same values as a C-ordered (T, K) NumPy array (time the first axis in memory). Each
 implementation is called once, then timed in rounds that interleave them; the figure is
 the median round, per element. The chain limit (one series only) is a compiled loop doing
-just m = a*m + b*x per step -- a multiply and an add, each waiting for the one before:
-the time no one-pass scan of a single series can beat. It needs a C compiler ($CC or cc)
-and is left out without one.
+just m = a*m + b*x per step into a new array -- a multiply and an add, each waiting for
+the one before: the time no one-pass scan of a single series can beat. It needs a C
+compiler ($CC or cc) and is left out without one.
 """
 import argparse
 import ctypes
@@ -72,9 +72,9 @@ def make_steps(values, beta, threads, chain):
         "fastoptim": lambda: ewma(frame, beta, backend="c", threads=threads),
         "ndarray": lambda: ewma(array, beta, backend="c", threads=threads),
     }
-    if width == 1 and chain is not None:
-        out = np.empty_like(array)
-        steps["chain_limit"] = lambda: chain(out, array, beta, 1 - beta, length)
+    if width == 1 and chain is not None:   # into a new array, as the others return one
+        steps["chain_limit"] = lambda: chain(np.empty_like(array), array, beta, 1 - beta,
+                                             length)
     return steps
 
 
