@@ -244,8 +244,7 @@ def _beta_alpha(name, value):
 
 
 def _is_duration(value):
-    return isinstance(value, (str, datetime.timedelta, np.timedelta64)) or \
-        type(value).__name__ == "Timedelta"
+    return isinstance(value, (str, datetime.timedelta, np.timedelta64))   # pd.Timedelta too
 
 
 def _time_steps(times, halflife, length):
