@@ -1,6 +1,6 @@
 """Optimizer steps side by side: fastoptim (C), its data-movement limit, the NumPy reference
 and torch.optim fused / foreach, one pytest-benchmark group per optimizer, dtype and size.
-The EWMA series scan against pandas.
+The EWMA against pandas is in bench_ewma.py.
 
     pytest bench/bench_kernels.py --benchmark-only
     pytest bench/bench_kernels.py --benchmark-only -k "Adam and float32"
@@ -13,7 +13,6 @@ import pytest
 
 pytest.importorskip("fastoptim.kernels", reason="fastoptim._kernels is not built")
 
-import fastoptim  # noqa: E402
 from fastoptim.cli import bench as _bench  # noqa: E402
 
 try:
@@ -39,17 +38,3 @@ def test_step(benchmark, optimizer, dtype, n, implementation):
     benchmark.extra_info["bytes_per_step"] = (problem.values_per_element
                                               * np.dtype(dtype).itemsize * n)
     benchmark(problem.steps[implementation])
-
-
-@pytest.mark.parametrize("implementation", ["fastoptim", "pandas"])
-@pytest.mark.parametrize("n", (1_000_000,), ids=_bench.human)
-@pytest.mark.parametrize("dtype", _bench.DTYPES)
-def test_ewma(benchmark, dtype, n, implementation):
-    x = np.random.default_rng(n).standard_normal(n, dtype=dtype)
-    benchmark.group = f"EWMA scan {dtype} n={_bench.human(n)}"
-    if implementation == "pandas":
-        pandas = pytest.importorskip("pandas")
-        series = pandas.Series(x)
-        benchmark(lambda: series.ewm(alpha=0.1, adjust=True).mean())
-    else:
-        benchmark(fastoptim.ewma, x, 0.9, backend="c")

@@ -125,15 +125,26 @@ int64_t fo_parallel_threshold(void);
 void fo_set_parallel_threshold(int64_t n);
 const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */
 
-/* ---- the EWMA of a series along its time axis (loops/scan.h) ---- */
+/* ---- the EWMA of a series along its time axis (loops/scan.h; the NumPy specification is
+ * fastoptim/reference_ewma.py) ---- */
 typedef struct {
-    double beta, one_minus_beta;
-    int bias_correction;    /* divide v_t by 1 - beta^t, beta^t a running product in double */
+    double beta;            /* decay of the average's weight per step, when decay is NULL */
+    double alpha;           /* weight of a new observation (pandas' alpha; 1 - beta) */
+    const double *decay;    /* per-step decay, one per time step (from times), or NULL */
+    int64_t min_periods;    /* values before this many observations are NaN (0 acts as 1) */
+    int adjust;             /* 1: weights accumulate (pandas adjust=True); 0: reset to 1 */
+    int bias_correction;    /* 0: the value is mean * weight, the lectures' uncorrected v_t */
+    int ignore_na;          /* 1: a missing value does not decay the weight */
+    int complement_weight;  /* adjust=0, alpha = 1/2: a new value weighs 1 - the old weight */
+    int float32_arithmetic; /* float32 data: average in float32 rather than float64 */
 } ewma_scan_scalars;
 
-/* the series viewed as (outer, length, inner), time the middle axis; float or double */
-typedef void ewma_scan_kernel(void *average, const void *series, int64_t outer, int64_t length,
-                              int64_t inner, const ewma_scan_scalars *s, int threads);
+/* The series viewed as (outer, length, inner), time the middle axis; float or double.
+ * mean, weight (in the arithmetic type) and count hold one state per column (outer *
+ * inner entries), read first and written back; all NULL: a fresh start, nothing kept. */
+typedef void ewma_scan_kernel(void *average, const void *series, void *mean, void *weight,
+                              int64_t *count, int64_t outer, int64_t length, int64_t inner,
+                              const ewma_scan_scalars *s, int threads);
 extern ewma_scan_kernel *const ewma_scan[2];    /* indexed by FO_FLOAT32 / FO_FLOAT64 */
 
 /* ---- the data-movement limit (movement.c), for the benchmark ---- */

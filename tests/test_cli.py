@@ -67,8 +67,8 @@ def test_bench_json_has_every_field(capsys):
                            1)[0]
         assert row["us_per_extra_array_fit"] == pytest.approx(slope)
         assert row["us_per_extra_array"] == max(0.0, row["us_per_extra_array_fit"])
-    assert [(r["dtype"], r["n"]) for r in report["ewma"]["rows"]] == [
-        ("float32", 1_000_000), ("float64", 1_000_000)]
+    (ewma,) = report["ewma"]["rows"]                       # --quick: one series of 1M
+    assert ewma["shape"] == [1_000_000, 1] and ewma["speedup_vs_pandas"]["fastoptim"] > 0
     pct = sorted(round(r["pct_of_limit"]) for r in report["rows"])
     assert report["verdict"].startswith(f"at n=1k the steps run at {pct[0]}–{pct[-1]} % of "
                                         "their data-movement limit")

@@ -1,133 +1,137 @@
-/* loops/scan.h -- the EWMA of a series along its time axis (fastoptim.ewma). Written once
- * over `real`; kernels.c instantiates it for float and double.
+/* loops/scan.h -- the EWMA of a series along its time axis (fastoptim.ewma): pandas'
+ * ewm().mean() with its missing-value rules, and the lectures' uncorrected average.
+ * kernels.c includes this file once per storage dtype `real`; the loops themselves are in
+ * scan_body.h, written over an arithmetic type `acc_real` and included twice below: in
+ * `real` itself and in double (float32 data averaged in float64, the default).
  *
  * The arrays are viewed as (outer, length, inner), time the middle axis. A column is one
- * (outer, inner) position followed through time; columns are independent, so threads split
- * them and any split gives the same bits. The recurrence is serial in time, so speed comes
- * from running many columns side by side: adjacent columns in tiles (the inner loop runs
- * over contiguous memory and vectorizes), or, when time is the last axis (inner == 1),
- * FO_SCAN_LANES series interleaved so their dependency chains overlap; a lone series keeps
- * its state in a register.
- *
- * Bias correction divides by bc_t = 1 - beta^t (rounded to `real` once per t) rather than
- * multiplying by 1/bc_t: one rounding instead of two, and off the recurrence's dependency
- * chain. Measured here: free in tiles (memory-bound) and for a lone series (latency-bound);
- * interleaved series run at about half their uncorrected speed, as those divisions stay
- * scalar -- still ~10x pandas. */
+ * (outer, inner) position followed through time; columns are independent, so threads
+ * split them and any split gives the same bits. Every column carries a state (scan_body.h
+ * says which), optionally read from and written back to the caller's arrays, so a long
+ * series can be scanned in pieces, or one observation at a time, with the same bits. */
 
 #ifndef FO_SCAN_ONCE
 #define FO_SCAN_ONCE
-/* FO_SCAN_TILE: columns whose state fits in L1 beside the streams; FO_SCAN_LANES: series
- * interleaved to hide the latency of one multiply-add chain (mul + add, ~8 cycles). */
-enum { FO_SCAN_TILE = 1024, FO_SCAN_LANES = 8 };
+#include <stdlib.h>
+
+/* FO_SCAN_TILE: the most adjacent columns scanned together when time is not the last
+ * axis (whole rows where they are narrower: their state, 24 bytes a column at most, stays
+ * in L2); FO_SCAN_STACK_TILE if no memory can be had for that. When time is the last
+ * axis (inner == 1: each series contiguous, as in a DataFrame's columns), FO_SCAN_GROUP
+ * series are copied FO_SCAN_BLOCK time steps at a time into a small transposed tile, so
+ * the same vectorized row loop runs over them (more series at once: more streams than
+ * the prefetchers follow). */
+enum { FO_SCAN_TILE = 1 << 15, FO_SCAN_STACK_TILE = 512, FO_SCAN_GROUP = 8,
+       FO_SCAN_BLOCK = 64 };
+
+/* The transposes of those tiles shuffle whole vectors with GCC's vector extensions, on
+ * x86-64 CPUs with AVX2 (checked when the scan starts); elsewhere they copy value by
+ * value. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#  define FO_SCAN_VECTOR_SQUARES 1
+#else
+#  define FO_SCAN_VECTOR_SQUARES 0
+#endif
+
+#if FO_SCAN_VECTOR_SQUARES
+typedef double fo_row_f64 __attribute__((vector_size(32)));
+typedef int64_t fo_lanes_f64 __attribute__((vector_size(32)));
+typedef float fo_row_f32 __attribute__((vector_size(32)));
+typedef int32_t fo_lanes_f32 __attribute__((vector_size(32)));
+
+/* to[c*to_stride + r] = from[r*from_stride + c] for a square of 4 doubles a side: whole
+ * rows in, pairs of rows interleaved, pairs of pairs joined, whole rows out. */
+FO_INLINE void fo_transpose_square_f64(double *restrict to, int64_t to_stride,
+                                       const double *restrict from, int64_t from_stride)
+{
+    fo_row_f64 r0, r1, r2, r3;
+    memcpy(&r0, from, 32);
+    memcpy(&r1, from + from_stride, 32);
+    memcpy(&r2, from + 2 * from_stride, 32);
+    memcpy(&r3, from + 3 * from_stride, 32);
+    const fo_lanes_f64 even = {0, 4, 2, 6}, odd = {1, 5, 3, 7};
+    const fo_lanes_f64 low = {0, 1, 4, 5}, high = {2, 3, 6, 7};
+    const fo_row_f64 s0 = __builtin_shuffle(r0, r1, even), s1 = __builtin_shuffle(r0, r1, odd);
+    const fo_row_f64 s2 = __builtin_shuffle(r2, r3, even), s3 = __builtin_shuffle(r2, r3, odd);
+    r0 = __builtin_shuffle(s0, s2, low);
+    r1 = __builtin_shuffle(s1, s3, low);
+    r2 = __builtin_shuffle(s0, s2, high);
+    r3 = __builtin_shuffle(s1, s3, high);
+    memcpy(to, &r0, 32);
+    memcpy(to + to_stride, &r1, 32);
+    memcpy(to + 2 * to_stride, &r2, 32);
+    memcpy(to + 3 * to_stride, &r3, 32);
+}
+
+/* The same for a square of 8 floats a side, in three rounds. */
+FO_INLINE void fo_transpose_square_f32(float *restrict to, int64_t to_stride,
+                                       const float *restrict from, int64_t from_stride)
+{
+    fo_row_f32 r[8], t[8], u[8];
+    for (int k = 0; k < 8; k++)
+        memcpy(&r[k], from + k * from_stride, 32);
+    const fo_lanes_f32 pairs_low = {0, 8, 1, 9, 4, 12, 5, 13};
+    const fo_lanes_f32 pairs_high = {2, 10, 3, 11, 6, 14, 7, 15};
+    const fo_lanes_f32 quads_low = {0, 1, 8, 9, 4, 5, 12, 13};
+    const fo_lanes_f32 quads_high = {2, 3, 10, 11, 6, 7, 14, 15};
+    const fo_lanes_f32 halves_low = {0, 1, 2, 3, 8, 9, 10, 11};
+    const fo_lanes_f32 halves_high = {4, 5, 6, 7, 12, 13, 14, 15};
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = __builtin_shuffle(r[k], r[k + 1], pairs_low);
+        t[k + 1] = __builtin_shuffle(r[k], r[k + 1], pairs_high);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = __builtin_shuffle(t[k], t[k + 2], quads_low);
+        u[k + 1] = __builtin_shuffle(t[k], t[k + 2], quads_high);
+        u[k + 2] = __builtin_shuffle(t[k + 1], t[k + 3], quads_low);
+        u[k + 3] = __builtin_shuffle(t[k + 1], t[k + 3], quads_high);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = __builtin_shuffle(u[k], u[k + 4], halves_low);
+        r[k + 4] = __builtin_shuffle(u[k], u[k + 4], halves_high);
+    }
+    for (int k = 0; k < 8; k++)
+        memcpy(to + k * to_stride, &r[k], 32);
+}
+#endif
 #endif
 
 typedef struct {
     real *average;
     const real *series;
+    void *mean, *weight;        /* the caller's state in the arithmetic type, or NULL */
+    int64_t *count;
     int64_t length, inner;
-    real beta, one_minus_beta;
-    double beta_double;     /* beta^t is a running product in double, as the reference keeps it */
-    int bias_correction;
+    const ewma_scan_scalars *s;
+    int vector_squares;         /* transposes shuffle whole vectors (scan_body.h) */
 } FN(ewma_scan_ctx);
 
-/* w <= FO_SCAN_TILE adjacent columns from out/x, through all time steps (row stride inner):
- * v <- beta*v + (1-beta)*x from v = 0; out <- v, or v / (1 - beta^t) when corrected. */
-FO_INLINE void FN(ewma_scan_tile)(const FN(ewma_scan_ctx) *c, real *restrict out,
-                                  const real *restrict x, int64_t w, const int corrected)
-{
-    real v[FO_SCAN_TILE];
-    for (int64_t j = 0; j < w; j++)
-        v[j] = 0;
-    double power = 1.0;
-    for (int64_t t = 0; t < c->length; t++, out += c->inner, x += c->inner) {
-        power *= c->beta_double;
-        const real bias_correction = (real)(1.0 - power);
-        for (int64_t j = 0; j < w; j++) {
-            real vj = c->beta * v[j] + c->one_minus_beta * x[j];
-            v[j] = vj;
-            out[j] = corrected ? vj / bias_correction : vj;
-        }
-    }
-}
+#define acc_real real
+#define AFN(name) FN(name##_same)
+#include "scan_body.h"
+#undef acc_real
+#undef AFN
 
-/* FO_SCAN_LANES whole series stored one after another (inner == 1), scanned together. */
-FO_INLINE void FN(ewma_scan_lanes)(const FN(ewma_scan_ctx) *c, real *restrict out,
-                                   const real *restrict x, const int corrected)
-{
-    real v[FO_SCAN_LANES] = {0};
-    const int64_t n = c->length;
-    double power = 1.0;
-    for (int64_t t = 0; t < n; t++) {
-        power *= c->beta_double;
-        const real bias_correction = (real)(1.0 - power);
-        for (int k = 0; k < FO_SCAN_LANES; k++) {
-            real vk = c->beta * v[k] + c->one_minus_beta * x[k * n + t];
-            v[k] = vk;
-            out[k * n + t] = corrected ? vk / bias_correction : vk;
-        }
-    }
-}
+#define acc_real double
+#define AFN(name) FN(name##_double)
+#include "scan_body.h"
+#undef acc_real
+#undef AFN
 
-/* One series alone (inner == 1): its state stays in a register. */
-FO_INLINE void FN(ewma_scan_one)(const FN(ewma_scan_ctx) *c, real *restrict out,
-                                 const real *restrict x, const int corrected)
-{
-    real v = 0;
-    double power = 1.0;
-    for (int64_t t = 0; t < c->length; t++) {
-        power *= c->beta_double;
-        const real bias_correction = (real)(1.0 - power);
-        v = c->beta * v + c->one_minus_beta * x[t];
-        out[t] = corrected ? v / bias_correction : v;
-    }
-}
-
-/* Columns [first, last), in (outer, inner) order. */
-FO_INLINE void FN(ewma_scan_columns)(const FN(ewma_scan_ctx) *c, int64_t first, int64_t last,
-                                     const int corrected)
-{
-    const int64_t n = c->length, inner = c->inner;
-    int64_t col = first;
-    if (inner == 1) {
-        for (; col + FO_SCAN_LANES <= last; col += FO_SCAN_LANES)
-            FN(ewma_scan_lanes)(c, c->average + col * n, c->series + col * n, corrected);
-        for (; col < last; col++)
-            FN(ewma_scan_one)(c, c->average + col * n, c->series + col * n, corrected);
-        return;
-    }
-    while (col < last) {
-        int64_t outer = col / inner, j = col % inner;
-        int64_t w = inner - j;
-        if (w > last - col)
-            w = last - col;
-        if (w > FO_SCAN_TILE)
-            w = FO_SCAN_TILE;
-        int64_t offset = outer * n * inner + j;
-        FN(ewma_scan_tile)(c, c->average + offset, c->series + offset, w, corrected);
-        col += w;
-    }
-}
-
-/* [lo, hi) counts elements, column-major: the chunk takes the columns that start in it
- * (column k starts at k * length), so the parallel threshold stays in elements. */
-FO_SIMD static void FN(ewma_scan_chunk)(const void *ctx, int64_t lo, int64_t hi)
-{
-    const FN(ewma_scan_ctx) c = *(const FN(ewma_scan_ctx) *)ctx;   /* a local copy: cannot alias the buffers */
-    int64_t first = (lo + c.length - 1) / c.length, last = (hi + c.length - 1) / c.length;
-    if (c.bias_correction)
-        FN(ewma_scan_columns)(&c, first, last, 1);
-    else
-        FN(ewma_scan_columns)(&c, first, last, 0);
-}
-
-static void FN(ewma_scan)(void *average, const void *series, int64_t outer, int64_t length,
-                          int64_t inner, const ewma_scan_scalars *s, int threads)
+static void FN(ewma_scan)(void *average, const void *series, void *mean, void *weight,
+                          int64_t *count, int64_t outer, int64_t length, int64_t inner,
+                          const ewma_scan_scalars *s, int threads)
 {
     int64_t n = outer * length * inner;
     if (n == 0)
         return;
-    FN(ewma_scan_ctx) c = {average, series, length, inner, (real)s->beta,
-                           (real)s->one_minus_beta, s->beta, s->bias_correction};
-    fo_parallel_for(FN(ewma_scan_chunk), &c, n, threads);
+    FN(ewma_scan_ctx) c = {average, series, mean, weight, count, length, inner, s, 0};
+#if FO_SCAN_VECTOR_SQUARES
+    c.vector_squares = __builtin_cpu_supports("avx2");
+#endif
+    /* for double data both variants are the same code; only float data has a choice */
+    if (sizeof(real) == sizeof(float) && s->float32_arithmetic)
+        fo_parallel_for(FN(ewma_scan_chunk_same), &c, n, threads);
+    else
+        fo_parallel_for(FN(ewma_scan_chunk_double), &c, n, threads);
 }

@@ -18,7 +18,8 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastoptim._checks import BFLOAT16, check_axis, check_call, check_threads
+from fastoptim._checks import BFLOAT16, check_call, check_threads
+from fastoptim.reference_ewma import prepare_scan
 
 cnp.import_array()
 
@@ -63,10 +64,12 @@ cdef extern from "fastoptim.h" nogil:
     int fo_run(const fo_call *call)
 
     ctypedef struct ewma_scan_scalars:
-        double beta, one_minus_beta
-        int bias_correction
-    ctypedef void ewma_scan_kernel(void *, const void *, int64_t, int64_t, int64_t,
-                                   const ewma_scan_scalars *, int)
+        double beta, alpha
+        const double *decay
+        int64_t min_periods
+        int adjust, bias_correction, ignore_na, complement_weight, float32_arithmetic
+    ctypedef void ewma_scan_kernel(void *, const void *, void *, void *, int64_t *, int64_t,
+                                   int64_t, int64_t, const ewma_scan_scalars *, int)
     ewma_scan_kernel *c_ewma_scan "ewma_scan"[2]
 
     void fo_movement(void *const *updated, const int *size, int count, const void *read_only,
@@ -372,33 +375,42 @@ def narrow(cnp.ndarray x, cnp.ndarray out, *, bint stochastic=False, uint64_t se
               key, 0)
 
 
-def ewma_scan(average, series, *, double beta, bint bias_correction=True, axis=0,
-              threads=None):
-    """The EWMA of series along axis, into average: v_t = beta*v_{t-1} + (1-beta)*x_t from
-    v_0 = 0, divided by 1 - beta^t with bias_correction.  See fastoptim.reference.ewma_scan."""
-    from fastoptim._kernel_specs import Role
-    groups = check_call((Role("average"), Role("series")), (average, series))
-    cdef cnp.ndarray out = groups[0][0], x = groups[0][1]
-    if out.dtype not in (np.float32, np.float64) or x.dtype != out.dtype:
-        raise TypeError("average and series must both be float32 or both float64")
-    cdef int64_t outer = 1, length, inner = 1
+def ewma_scan(average, series, mean=None, weight=None, count=None, *, beta, alpha=None,
+              adjust=True, bias_correction=True, ignore_na=False, min_periods=1, decay=None,
+              float32_arithmetic=False, axis=0, threads=None):
+    """The EWMA of series along axis, into average (pandas' ewm().mean() rules), optionally
+    from and into a running state.  See fastoptim.reference_ewma.ewma_scan."""
+    plan = prepare_scan(average, series, mean, weight, count, beta=beta, alpha=alpha,
+                        adjust=adjust, bias_correction=bias_correction, ignore_na=ignore_na,
+                        min_periods=min_periods, decay=decay,
+                        float32_arithmetic=float32_arithmetic, axis=axis, threads=threads)
     cdef int nt = check_threads(threads) or fo_max_threads()
-    cdef int k, nd = cnp.PyArray_NDIM(x)
-    cdef int ax = check_axis(nd, axis)
-    for k in range(ax):
-        outer *= cnp.PyArray_DIM(x, k)
-    length = cnp.PyArray_DIM(x, ax)
-    for k in range(ax + 1, nd):
-        inner *= cnp.PyArray_DIM(x, k)
+    cdef int dt = FO_FLOAT64 if cnp.PyArray_TYPE(<cnp.ndarray>series) == cnp.NPY_FLOAT64 \
+        else FO_FLOAT32
     cdef ewma_scan_scalars s
-    s.beta = beta
-    s.one_minus_beta = 1.0 - beta
+    s.beta = plan.beta
+    s.alpha = plan.alpha
+    s.decay = NULL
+    if plan.decay is not None:
+        s.decay = <const double *>_data(plan.decay)
+    s.min_periods = plan.min_periods
+    s.adjust = adjust
     s.bias_correction = bias_correction
-    cdef int dt = FO_FLOAT64 if x.dtype == np.float64 else FO_FLOAT32
-    cdef void *out_data = cnp.PyArray_DATA(out)
-    cdef const void *x_data = cnp.PyArray_DATA(x)
+    s.ignore_na = ignore_na
+    s.complement_weight = plan.complement_weight
+    s.float32_arithmetic = float32_arithmetic
+    cdef void *m = NULL if mean is None else _data(mean)
+    cdef void *w = NULL if weight is None else _data(weight)
+    cdef int64_t *n = NULL if count is None else <int64_t *>_data(count)
+    cdef void *a = _data(average)
+    cdef const void *x = _data(series)
+    cdef int64_t outer = plan.outer, length = plan.length, inner = plan.inner
     with nogil:
-        c_ewma_scan[dt](out_data, x_data, outer, length, inner, &s, nt)
+        c_ewma_scan[dt](a, x, m, w, n, outer, length, inner, &s, nt)
+
+
+cdef inline void *_data(object array) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>array)
 
 
 def movement_loop(updated, read_only, threads=None):

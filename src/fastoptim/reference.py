@@ -20,8 +20,9 @@ back, so a failed or interrupted call changes nothing. ``threads`` is accepted a
 import numpy as np
 
 from fastoptim import _bind, _interrupts, _rounding
-from fastoptim._checks import FLOAT32, FLOAT64, check_axis, check_call, check_threads
+from fastoptim._checks import FLOAT32, FLOAT64, check_call
 from fastoptim._kernel_specs import ADAM_DENOMINATORS, MOMENTUM_FORMS
+from fastoptim.reference_ewma import ewma_scan  # noqa: F401  (the scan's spec: its own module)
 
 __all__ = _bind.__all__ + ["ewma_scan"]
 
@@ -297,39 +298,3 @@ LOOPS = {
 }
 
 globals().update(_bind.bind_all(run))
-
-
-# -- the EWMA of a series ------------------------------------------------------------------------
-
-def ewma_scan(average, series, *, beta, bias_correction=True, axis=0, threads=None):
-    """The EWMA of a series along ``axis``, written to ``average`` (same shape and dtype).
-
-    v_0 = 0;  v_t = beta*v_{t-1} + (1-beta)*x_t;  average[t-1] = v_t / bc_t with
-    bias_correction, else v_t;  bc_t = 1 - beta^t, where beta^t is kept as a running
-    product in double (beta^t = beta^(t-1) * beta: no pow() per step) and bc_t is rounded
-    to the dtype once, as in C. One division per element, as pandas' adjusted mean.
-    A NaN in x_t makes v_t and every later value NaN.
-
-    A Python loop over time, vectorized over the other axes: the oracle, not the fast path.
-    """
-    from fastoptim._kernel_specs import Role
-    groups = check_call((Role("average"), Role("series")), (average, series))
-    average, series = groups[0][0], groups[0][1]
-    if average.dtype not in (FLOAT32, FLOAT64) or series.dtype != average.dtype:
-        raise TypeError("average and series must both be float32 or both float64")
-    axis = check_axis(series.ndim, axis)
-    check_threads(threads)
-    beta = float(beta)   # a NumPy float64 scalar would not be rounded to a float32 array's dtype
-    x = np.moveaxis(series, axis, 0)
-    out = np.moveaxis(average, axis, 0)   # a view: writing it writes average
-    v = np.zeros(x.shape[1:], average.dtype)
-    power = 1.0
-    with np.errstate(all="ignore"):   # NaN and inf propagate silently, as in C
-        for t in range(x.shape[0]):
-            v *= beta
-            v += (1.0 - beta) * x[t, ...]
-            if bias_correction:
-                power *= beta
-                np.divide(v, 1.0 - power, out=out[t, ...])
-            else:
-                out[t, ...] = v

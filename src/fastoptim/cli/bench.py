@@ -92,7 +92,7 @@ class Plan(NamedTuple):
     dtypes: tuple
     sizes: tuple
     budget: Budget
-    ewma_sizes: tuple
+    ewma_shapes: tuple                          # (time steps, series) for the EWMA rows
     many_arrays_elements: int = 1_000_000       # split into 25, 50 and 100 arrays
     adapter_sizes: tuple = ((1, 10_000_000), (100, 10_000))    # --vs torch
     adapter_repeats: int = 20
@@ -103,11 +103,11 @@ class Plan(NamedTuple):
 # default: about a minute on 2 cores; every optimizer in cache (1M) and memory-bound (30M)
 PLANS = {
     "default": Plan(DEFAULT_OPTIMIZERS, ("float32",), (1_000_000, 30_000_000),
-                    Budget(0.12, 5, 15), (1_000_000, 10_000_000)),
+                    Budget(0.12, 5, 15), ((10**7, 1), (10**4, 10**3))),
     "quick": Plan(QUICK_OPTIMIZERS, DTYPES, (1_000, 100_000, 3_000_000), Budget(0.08, 3, 9),
-                  (1_000_000,), 200_000, ((1, 1_000_000), (100, 10_000)), 7),
+                  ((10**6, 1),), 200_000, ((1, 1_000_000), (100, 10_000)), 7),
     "full": Plan(tuple(TWINS), DTYPES, (1_000, 1_000_000, 30_000_000),
-                 Budget(0.2, 5, 21), (1_000_000, 10_000_000),
+                 Budget(0.2, 5, 21), ((10**7, 1), (10**4, 10**3), (10**3, 10**4), (10**5, 100)),
                  low_precision_sizes=bench_low_precision.SIZES,
                  reduction_sizes=(1_000_000, 30_000_000)),
 }
@@ -494,51 +494,37 @@ def verdict_many_arrays(ma):
         name: _per_array(row) for name, row in ma["rows"].items()})]
 
 
-# -- section: the EWMA scan against pandas ---------------------------------------------------
+# -- section: the EWMA against pandas ------------------------------------------------------
 
-def ewma_rows(ctx, beta=0.9):
-    """fastoptim.ewma of one series (bias-corrected) against pandas ewm(adjust=True).mean()."""
-    rows = []
-    for dtype, n in itertools.product(ctx.plan.dtypes, ctx.plan.ewma_sizes):
-        ctx.progress(f"ewma {dtype} n={human(n)}")
-        x = np.random.default_rng(n).standard_normal(n, dtype=dtype)
-        # the compiled scan, not a silent fallback (its NumPy twin loops over time in Python)
-        steps = {"fastoptim": partial(fastoptim.ewma, x, beta, backend="c")}
-        if ctx.pandas is not None:
-            series = ctx.pandas.Series(x)
-            steps["pandas"] = partial(lambda s: s.ewm(alpha=1 - beta, adjust=True).mean(),
-                                      series)
-        timings = measure(steps, ctx.plan.budget)
-        rows.append({
-            "dtype": dtype, "n": n,
-            "ns_per_element": {k: t.median * (1e9 / n) for k, t in timings.items()},
-            "ns_per_element_quartiles": {k: t.scaled(1e9 / n) for k, t in timings.items()},
-            "speedup_vs_pandas": (timings["pandas"].median / timings["fastoptim"].median
-                                  if "pandas" in timings else None),
-        })
-        del steps, x
-        gc.collect()
-    return {"beta": beta, "rows": rows}
+def ewma_rows(ctx):
+    """fastoptim.ewma against pandas' ewm().mean(): one series, and many series at once
+    (fastoptim.cli.bench_ewma: DataFrames in and out, and (T, K) arrays)."""
+    from fastoptim.cli.bench_ewma import bench_ewma_shapes
+    if ctx.pandas is None:
+        return {"skipped": f"pandas not installed ({PANDAS_INSTALL})"}
+
+    def seconds(steps):
+        return {name: t.median for name, t in measure(steps, ctx.plan.budget).items()}
+    return {"rows": bench_ewma_shapes(ctx.plan.ewma_shapes, "float64", threads=ctx.threads,
+                                      progress=ctx.progress, measure=seconds)}
 
 
 def format_ewma(ew):
-    lines = [f"EWMA series scan (beta={ew['beta']}, bias-corrected): fastoptim.ewma against "
-             "pandas Series.ewm(adjust=True).mean(), ns per element"]
-    for r in ew["rows"]:
-        q = r["ns_per_element_quartiles"]
-        pandas = (f"pandas {_with_spread(q['pandas']):>10}   {_times(r['speedup_vs_pandas'])}"
-                  if "pandas" in q else f"pandas not installed ({PANDAS_INSTALL})")
-        lines.append(f"  {r['dtype']:<8} n={human(r['n']):<5} fastoptim "
-                     f"{_with_spread(q['fastoptim']):>10}   {pandas}")
-    return lines
+    from fastoptim.cli.bench_ewma import format_ewma_rows
+    if "skipped" in ew:
+        return [f"EWMA against pandas: skipped, {ew['skipped']}"]
+    return format_ewma_rows(ew["rows"]).splitlines()
 
 
 def verdict_ewma(ew):
-    compared = [r for r in ew["rows"] if r["speedup_vs_pandas"]]
-    if not compared:
+    if "skipped" in ew:
         return []
-    r = max(compared, key=lambda r: (r["n"], r["dtype"] == HEADLINE[1]))
-    return [f"EWMA scan {human(r['n'])} {r['dtype']}: {_times(r['speedup_vs_pandas'])} pandas"]
+    from fastoptim.cli.bench_ewma import shape_name
+    phrases = []
+    for r in ew["rows"]:
+        phrases.append(f"EWMA {shape_name(r['shape'])}: "
+                       f"{_times(r['speedup_vs_pandas']['fastoptim'])} pandas")
+    return ["; ".join(phrases)] if phrases else []
 
 
 # -- section: the torch.optim adapter (--vs torch) -------------------------------------------
@@ -590,7 +576,7 @@ SECTIONS = [
     Section("per_call", per_call, format_per_call, verdict_per_call),
     Section("many_arrays", many_arrays, format_many_arrays, verdict_many_arrays),
     Section("ewma", ewma_rows, format_ewma, verdict_ewma,
-            items=lambda ctx: len(ctx.plan.dtypes) * len(ctx.plan.ewma_sizes)),
+            items=lambda ctx: len(ctx.plan.ewma_shapes)),
     Section("torch_adapter", adapter_rows, format_adapter, verdict_adapter,
             wanted=lambda ctx: ctx.vs_torch),
     Section("low_precision", low_precision_rows, bench_low_precision.format_rows,
