@@ -18,7 +18,13 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastoptim._checks import BFLOAT16, check_axis, check_call, check_threads
+from fastoptim._checks import (
+    BFLOAT16,
+    check_axis,
+    check_call,
+    check_shaped_call,
+    check_threads,
+)
 
 cnp.import_array()
 
@@ -62,6 +68,23 @@ cdef extern from "fastoptim.h" nogil:
 
     int fo_run(const fo_call *call)
 
+    ctypedef struct fo_adafactor_call:
+        int64_t count
+        void *const *data
+        const int *dtype
+        const int64_t *shape
+        const double *scalars
+        int per_array
+        fo_rounding rounding
+        int64_t first_index
+        double *sums
+        double *factor_sums
+        int writes
+        int threads
+
+    int fo_adafactor(const fo_adafactor_call *call)
+    const fo_kernel fo_adafactor_kernel
+
     ctypedef struct ewma_scan_scalars:
         double beta, one_minus_beta
         int bias_correction
@@ -90,6 +113,10 @@ for _i in range(fo_kernel_count):
     REGISTRY[fo_kernels[_i].name.decode()] = (
         _i, tuple(fo_kernels[_i].roles.decode().split()),
         tuple(fo_kernels[_i].scalars.decode().split()), fo_kernels[_i].nsums)
+# Adafactor has its own driver (run_factored), not an index into fo_kernels
+REGISTRY[fo_adafactor_kernel.name.decode()] = (
+    -1, tuple(fo_adafactor_kernel.roles.decode().split()),
+    tuple(fo_adafactor_kernel.scalars.decode().split()), fo_adafactor_kernel.nsums)
 
 
 cdef inline int _dtype_code(int typenum) noexcept:
@@ -240,13 +267,18 @@ cdef _launch(name, const fo_kernel *info, Py_ssize_t count, void *const *data,
 
 def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
         bint stochastic=False, uint64_t seed=0, int64_t param_index=0, int threads=0,
-        bint writes=True):
+        bint writes=True, factor_sums=None):
     """Run ``kernel`` (a fastoptim._kernel_specs.Kernel) over ``buffers`` (one entry per role:
     an array, a list of arrays, or None for an unused optional role) with ``scalars`` (one
     NamedTuple of doubles, or one per array). Returns the sums of a reducing kernel as a
-    (count, sums) float64 array, else None."""
+    (count, sums) float64 array, else None. A kernel with a state_shape (Adafactor) goes to
+    run_factored, with factor_sums."""
     cdef int index, roles, r, k
     cdef Py_ssize_t count, i, nspans = 0
+    if kernel.state_shape is not None:     # its state is not of the param's shape
+        return run_factored(kernel, buffers, scalars, factor_sums=factor_sums, step=step,
+                            param_copy=param_copy, stochastic=stochastic, seed=seed,
+                            param_index=param_index, threads=threads, writes=writes)
     cdef tuple entry = REGISTRY[kernel.name]
     index = entry[0]
     cdef const fo_kernel *info = &fo_kernels[index]
@@ -317,6 +349,8 @@ def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
     counts, in role order with the param copy last. Only the overlap rule is checked here
     (ValueError). ``param_copy`` is ignored: the copy is the table's last column."""
     cdef int index = REGISTRY[kernel.name][0]
+    if index < 0:
+        raise TypeError(f"{kernel.name} runs through run_factored, not from a table")
     cdef const fo_kernel *info = &fo_kernels[index]
     cdef int roles = info.nroles + 1, r, k
     cdef Py_ssize_t count = data.shape[0], i, nspans = 0
@@ -347,6 +381,74 @@ def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
     finally:
         PyMem_Free(spans)
     return sums
+
+
+def run_factored(kernel, tuple buffers, scalars, *, factor_sums=None, int64_t step=1,
+                 param_copy=None, bint stochastic=False, uint64_t seed=0,
+                 int64_t param_index=0, int threads=0, bint writes=True):
+    """Adafactor's runner (csrc/adafactor.c; ``run`` hands it a kernel whose state is not of
+    the param's shape). writes=False measures: returns (sums, factor_sums), per array the
+    sums of p*p and u*u and, per factored array, the row then column sums of g*g.
+    writes=True applies, from the factor_sums the measure returned; ``scalars`` then holds
+    one set per array (the step sizes). See fastoptim.reference.run_factored."""
+    from fastoptim._kernel_specs import matrix_shape
+    groups = check_shaped_call(kernel.roles, kernel.state_shape, buffers, param_copy, writes)
+    cdef Py_ssize_t count = len(groups), i, r
+    cdef Py_ssize_t nscalars = fo_adafactor_kernel.nscalars
+    cdef bint per_array = type(scalars) is list
+    if per_array and len(scalars) != count:
+        raise ValueError(f"{kernel.name}: {len(scalars)} scalar sets for {count} arrays")
+    shapes = np.array([matrix_shape(g[0].shape) for g in groups], np.int64).reshape(count, 3)
+    factored = np.array([g[2] is not None for g in groups], bool)
+    needed = int((shapes[:, 0] * (shapes[:, 1] + shapes[:, 2]))[factored].sum())
+    if writes:
+        if (type(factor_sums) is not np.ndarray or factor_sums.dtype != np.float64
+                or factor_sums.shape != (needed,) or not factor_sums.flags.c_contiguous):
+            raise ValueError(f"factor_sums must be the float64 array of {needed} sums the "
+                             "measuring call (writes=False) returned")
+    else:
+        factor_sums = np.zeros(needed)
+    sets = [tuple(values) for values in (scalars if per_array else [scalars])]
+    if any(len(values) != nscalars for values in sets):
+        raise ValueError(f"{kernel.name} takes {nscalars} scalars")
+    cdef cnp.ndarray flat = np.array(sets, np.float64).reshape(len(sets), nscalars)
+    sums = np.zeros((count, 2))
+    cdef void **data = <void **>PyMem_Malloc((count * 6 + 1) * sizeof(void *))
+    cdef int *dtype = <int *>PyMem_Malloc((count * 6 + 1) * sizeof(int))
+    cdef cnp.ndarray shape_array = shapes
+    cdef fo_adafactor_call call
+    cdef int status
+    try:
+        if not (data and dtype):
+            raise MemoryError()
+        for i in range(count):
+            for r in range(6):
+                a = groups[i][r]
+                data[i * 6 + r] = NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+                dtype[i * 6 + r] = -1 if a is None else _dtype_code(
+                    cnp.PyArray_TYPE(<cnp.ndarray>a))
+        call.count = count
+        call.data = data
+        call.dtype = dtype
+        call.shape = <const int64_t *>cnp.PyArray_DATA(shape_array)
+        call.scalars = <const double *>cnp.PyArray_DATA(flat)
+        call.per_array = per_array
+        call.rounding.stochastic = stochastic
+        call.rounding.seed = seed
+        call.rounding.step = step
+        call.first_index = param_index
+        call.sums = <double *>cnp.PyArray_DATA(sums)
+        call.factor_sums = <double *>cnp.PyArray_DATA(factor_sums)
+        call.writes = writes
+        call.threads = threads if threads > 0 else fo_max_threads()
+        with nogil:
+            status = fo_adafactor(&call)
+        if status < 0:
+            raise MemoryError(f"{kernel.name}: no memory for its work; nothing was written")
+    finally:
+        PyMem_Free(data)
+        PyMem_Free(dtype)
+    return None if writes else (sums, factor_sums)
 
 
 DTYPE_CODES = {np.dtype(np.float32): FO_FLOAT32, np.dtype(np.float64): FO_FLOAT64,
