@@ -16,6 +16,15 @@
 
 enum { AF_PARAM, AF_GRAD, AF_ROW_VAR, AF_COL_VAR, AF_VARIANCE, AF_COPY, AF_ROLES };
 enum { AF_STATS, AF_NORM, AF_APPLY };      /* the passes */
+/* Pass 1 of a factored array reads AF_ROW_GROUP rows side by side, so that their column sums
+ * stay in registers across the rows (the same additions in the same order as one row at a
+ * time) */
+enum { AF_ROW_GROUP = 4 };
+/* What the other read-only loops sum over a row segment, in the lane order: */
+enum {
+    AF_SUM_VECTOR,      /* pass 1, not factored: p*p, u*u */
+    AF_SUM_NORM,        /* pass 2, factored: u*u (param unused) */
+};
 
 typedef struct {
     void *data[AF_ROLES];

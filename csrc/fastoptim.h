@@ -116,7 +116,7 @@ int fo_run(const fo_call *call);
  * the rows of each matrix into blocks of max(FO_ADAFACTOR_ROW_BLOCK, ceil(rows /
  * FO_ADAFACTOR_ROW_BLOCKS)) rows, adds each column within a block in row order (in double,
  * from 0) and the blocks in order. None of it depends on the thread count. */
-enum { FO_ADAFACTOR_ROW_BLOCK = 32, FO_ADAFACTOR_ROW_BLOCKS = 64 };
+enum { FO_ADAFACTOR_ROW_BLOCK = 32, FO_ADAFACTOR_ROW_BLOCKS = 16 };
 
 typedef struct {
     int64_t count;

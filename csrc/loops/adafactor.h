@@ -14,51 +14,77 @@ typedef struct {
 } FN(adafactor_scalars);
 #define ADAFACTOR_SCALARS "beta2 one_minus_beta2 eps1 machine_eps1 step_size"
 
-/* Pass 1 over one row segment of a factored array: the sum of g*g (row_part), g*g added to
- * each column's accumulator, and the sum of p*p (of the param before its decay). */
-FO_INLINE void FN(adafactor_stats)(const FN(adafactor_scalars) *s, const real *param,
-                                   const real *grad, int64_t n, double *col_acc,
-                                   double *row_part, double *param_part)
+/* u for one element: g / max(row_root*col_root, eps1) (factored), or with v' = b2*v +
+ * (1-b2)*(g*g): g / max(sqrt(v'), eps1) */
+FO_INLINE real FN(af_factored_update)(const FN(adafactor_scalars) *s, real g, real row_root,
+                                      real col_root)
 {
-    real g[FO_REDUCE_BLOCK];
-    for (int64_t i = 0; i < n; i++) {
-        real unused;
-        FN(prologue)(&s->pro, param[i], grad[i], &unused, &g[i]);
-    }
-    for (int64_t i = 0; i < n; i++)
-        col_acc[i] += (double)g[i] * (double)g[i];
-    *row_part = FN(block_sum_squares)(g, n);
-    *param_part = FN(block_sum_squares)(param, n);
+    return g / FN(maximum)(row_root * col_root, s->eps1);
 }
 
-/* The update of one row segment, u = g / den:
- *   factored: den = max(row_root * col_root[i], eps1)
- *   else:     v' = b2*v + (1-b2)*(g*g), den = max(sqrt(v'), eps1)
- * apply = 0: returns the sum of u*u; apply = 1: p <- p*(1 - lr*wd) - step_size*u, v <- v'. */
-FO_INLINE double FN(adafactor_body)(const FN(adafactor_scalars) *s, real *param,
-                                    const real *grad, real *variance, real row_root,
-                                    const real *col_root, int64_t n, const int factored,
-                                    const int apply)
+FO_INLINE real FN(af_vector_update)(const FN(adafactor_scalars) *s, real g, real v,
+                                    real *v_new)
 {
-    real u[FO_REDUCE_BLOCK];
-    for (int64_t i = 0; i < n; i++) {
-        real p, g, den;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        if (factored) {
-            den = FN(maximum)(row_root * col_root[i], s->eps1);
+    *v_new = s->beta2 * v + s->one_minus_beta2 * (g * g);
+    return g / FN(maximum)(FO_SQRT(*v_new), s->eps1);
+}
+
+/* Elements i0 .. i0 + m - 1 of a segment, m <= FO_REDUCE_LANES (a literal FO_REDUCE_LANES
+ * for the full chunks, so that they vectorize); lane k gets element i0 + k. p*p is of the
+ * param before its decay, as torch's alpha. */
+FO_INLINE void FN(af_sum_chunk)(const FN(adafactor_scalars) *s, const real *param,
+                                const real *grad, const real *variance, real row_root,
+                                const real *col_root, int64_t i0, const int m, const int kind,
+                                double *lane0, double *lane1)
+{
+    for (int k = 0; k < m; k++) {
+        const int64_t i = i0 + k;
+        real p = kind == AF_SUM_NORM ? 0 : param[i], unused, g, v;
+        FN(prologue)(&s->pro, p, grad[i], &unused, &g);
+        if (kind == AF_SUM_VECTOR) {
+            real u = FN(af_vector_update)(s, g, variance[i], &v);
+            lane0[k] += (double)p * (double)p;
+            lane1[k] += (double)u * (double)u;
         } else {
-            real v = s->beta2 * variance[i] + s->one_minus_beta2 * (g * g);
-            if (apply)
-                variance[i] = v;
-            den = FN(maximum)(FO_SQRT(v), s->eps1);
+            real u = FN(af_factored_update)(s, g, row_root, col_root[i]);
+            lane0[k] += (double)u * (double)u;
         }
-        real ui = g / den;
-        if (apply)
-            param[i] = p - s->step_size * ui;
-        else
-            u[i] = ui;
     }
-    return apply ? 0.0 : FN(block_sum_squares)(u, n);
+}
+
+/* The two sums of one row segment of n <= FO_REDUCE_BLOCK elements (see AF_SUM_*). */
+FO_INLINE void FN(af_segment_sums)(const FN(adafactor_scalars) *s, const real *param,
+                                   const real *grad, const real *variance, real row_root,
+                                   const real *col_root, int64_t n, const int kind,
+                                   double *sum0, double *sum1)
+{
+    double lane0[FO_REDUCE_LANES] = {0}, lane1[FO_REDUCE_LANES] = {0};
+    int64_t i0 = 0;
+    for (; i0 + FO_REDUCE_LANES <= n; i0 += FO_REDUCE_LANES)
+        FN(af_sum_chunk)(s, param, grad, variance, row_root, col_root, i0, FO_REDUCE_LANES,
+                         kind, lane0, lane1);
+    if (i0 < n)
+        FN(af_sum_chunk)(s, param, grad, variance, row_root, col_root, i0, (int)(n - i0),
+                         kind, lane0, lane1);
+    *sum0 = FN(combine_lanes)(lane0);
+    if (sum1)
+        *sum1 = FN(combine_lanes)(lane1);
+}
+
+/* Pass 3 over one row segment: p <- p*(1 - lr*wd) - step_size*u (and v <- v'). */
+FO_INLINE void FN(af_apply)(const FN(adafactor_scalars) *s, real *param, const real *grad,
+                            real *variance, real row_root, const real *col_root, int64_t n,
+                            const int factored)
+{
+    for (int64_t i = 0; i < n; i++) {
+        real p, g, u;
+        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        if (factored)
+            u = FN(af_factored_update)(s, g, row_root, col_root[i]);
+        else
+            u = FN(af_vector_update)(s, g, variance[i], &variance[i]);
+        param[i] = p - s->step_size * u;
+    }
 }
 
 /* ---- reading and writing a buffer's segment in the compute type ---- */
@@ -96,6 +122,82 @@ FO_INLINE void FN(af_scalars)(const af_array *a, real *out)
         s->eps1 = (real)af_machine_epsilon(a->dtype[AF_PARAM]);
 }
 
+/* ---- pass 1 of a factored array: AF_ROW_GROUP rows side by side ---- */
+
+/* Columns [i0, i0 + width) of m rows' segments (width a literal FO_REDUCE_LANES but at the
+ * end): lane j of row k gets g*g and p*p of its element i0 + j, and the running column sums
+ * `acc` get g*g of the rows in row order. */
+FO_INLINE void FN(af_stats_chunk)(const FN(adafactor_scalars) *s, const real *const *param,
+                                  const real *const *grad, const int m, int64_t i0,
+                                  const int width, double (*lane_g)[FO_REDUCE_LANES],
+                                  double (*lane_p)[FO_REDUCE_LANES], double *acc)
+{
+    double a[FO_REDUCE_LANES];
+    for (int j = 0; j < width; j++)
+        a[j] = acc[i0 + j];
+#pragma GCC unroll 8     /* the rows unrolled: each row's lanes get registers of their own */
+    for (int k = 0; k < m; k++)
+        for (int j = 0; j < width; j++) {
+            real p = param[k][i0 + j], unused, g;
+            FN(prologue)(&s->pro, p, grad[k][i0 + j], &unused, &g);
+            double square = (double)g * (double)g;
+            lane_g[k][j] += square;
+            a[j] += square;
+            lane_p[k][j] += (double)p * (double)p;
+        }
+    for (int j = 0; j < width; j++)
+        acc[i0 + j] = a[j];
+}
+
+/* One segment (n <= FO_REDUCE_BLOCK columns) of m rows: each row's sums of g*g and of p*p
+ * (stored part_stride apart, one row's partials to the next's) and the column sums. */
+FO_INLINE void FN(af_stats_segment)(const FN(adafactor_scalars) *s, const real *const *param,
+                                    const real *const *grad, const int m, int64_t n,
+                                    double *acc, double *row_part, double *param_part,
+                                    int64_t part_stride)
+{
+    double lane_g[AF_ROW_GROUP][FO_REDUCE_LANES] = {{0}};
+    double lane_p[AF_ROW_GROUP][FO_REDUCE_LANES] = {{0}};
+    int64_t i0 = 0;
+    for (; i0 + FO_REDUCE_LANES <= n; i0 += FO_REDUCE_LANES)
+        FN(af_stats_chunk)(s, param, grad, m, i0, FO_REDUCE_LANES, lane_g, lane_p, acc);
+    if (i0 < n)
+        FN(af_stats_chunk)(s, param, grad, m, i0, (int)(n - i0), lane_g, lane_p, acc);
+    for (int k = 0; k < m; k++) {
+        row_part[k * part_stride] = FN(combine_lanes)(lane_g[k]);
+        param_part[k * part_stride] = FN(combine_lanes)(lane_p[k]);
+    }
+}
+
+/* Rows [r0, r1) of matrix b (at most AF_ROW_GROUP, within one row block) over the tile's
+ * columns. */
+FO_INLINE void FN(af_stats_rows)(const af_array *a, const FN(adafactor_scalars) *s,
+                                 const af_tile *t, int64_t b, int64_t r0, int64_t r1)
+{
+    _Alignas(64) real scratch[2][AF_ROW_GROUP][FO_REDUCE_BLOCK];
+    const int64_t cols = a->cols;
+    const int m = (int)(r1 - r0);
+    double *col_acc = a->col_parts + (b * a->row_blocks + r0 / a->row_block) * cols;
+    if (r0 % a->row_block == 0)     /* the block's first rows: its column sums start at 0 */
+        memset(col_acc + t->c0, 0, (size_t)(t->c1 - t->c0) * sizeof(double));
+    for (int64_t c = t->c0; c < t->c1; c += FO_REDUCE_BLOCK) {
+        const int64_t n = t->c1 - c < FO_REDUCE_BLOCK ? t->c1 - c : FO_REDUCE_BLOCK;
+        const real *p[AF_ROW_GROUP], *g[AF_ROW_GROUP];
+        for (int k = 0; k < m; k++) {
+            const int64_t first = (b * a->rows + r0 + k) * cols + c;
+            p[k] = FN(af_load)(a, AF_PARAM, first, n, scratch[0][k]);
+            g[k] = FN(af_load)(a, AF_GRAD, first, n, scratch[1][k]);
+        }
+        const int64_t part = (b * a->rows + r0) * a->segments + c / FO_REDUCE_BLOCK;
+        if (m == AF_ROW_GROUP)      /* a literal: the group's lanes stay in registers */
+            FN(af_stats_segment)(s, p, g, AF_ROW_GROUP, n, col_acc + c, &a->row_parts[part],
+                                 &a->param_parts[part], a->segments);
+        else
+            FN(af_stats_segment)(s, p, g, m, n, col_acc + c, &a->row_parts[part],
+                                 &a->param_parts[part], a->segments);
+    }
+}
+
 /* ---- a tile of one pass ---- */
 
 FO_SIMD void FN(adafactor_tile)(const af_job *job, const af_tile *t)
@@ -110,6 +212,15 @@ FO_SIMD void FN(adafactor_tile)(const af_job *job, const af_tile *t)
     const int64_t rows = a->rows, cols = a->cols, per_matrix = rows + cols;
     _Alignas(64) real scratch[3][FO_REDUCE_BLOCK];
     for (int64_t b = t->b0; b < t->b1; b++) {
+        if (pass == AF_STATS && a->factored) {
+            for (int64_t r = t->r0, next; r < t->r1; r = next) {
+                next = r + AF_ROW_GROUP;    /* a group never crosses a row block */
+                if (next > (r / a->row_block + 1) * a->row_block)
+                    next = (r / a->row_block + 1) * a->row_block;
+                FN(af_stats_rows)(a, s, t, b, r, next < t->r1 ? next : t->r1);
+            }
+            continue;
+        }
         const real *row_root = NULL, *col_root = NULL;
         if (a->factored) {      /* the layout of adafactor_factors */
             row_root = (const real *)a->factors + a->batch * per_matrix + b * rows;
@@ -117,41 +228,34 @@ FO_SIMD void FN(adafactor_tile)(const af_job *job, const af_tile *t)
         }
         for (int64_t r = t->r0; r < t->r1; r++) {
             const int64_t row = b * rows + r;
-            double *col_acc = NULL;
-            if (pass == AF_STATS && a->factored) {
-                col_acc = a->col_parts + (b * a->row_blocks + r / a->row_block) * cols;
-                if (r % a->row_block == 0)  /* the block's first row: its columns start at 0 */
-                    memset(col_acc + t->c0, 0, (size_t)(t->c1 - t->c0) * sizeof(double));
-            }
+            const real root = a->factored ? row_root[r] : 0;
             for (int64_t c = t->c0; c < t->c1; c += FO_REDUCE_BLOCK) {
                 const int64_t n = t->c1 - c < FO_REDUCE_BLOCK ? t->c1 - c : FO_REDUCE_BLOCK;
                 const int64_t first = row * cols + c;
                 const int64_t part = row * a->segments + c / FO_REDUCE_BLOCK;
-                real *p = FN(af_load)(a, AF_PARAM, first, n, scratch[0]);
+                const real *roots = a->factored ? col_root + c : NULL;
                 const real *g = FN(af_load)(a, AF_GRAD, first, n, scratch[1]);
                 real *v = a->factored ? NULL : FN(af_load)(a, AF_VARIANCE, first, n, scratch[2]);
-                const real root = a->factored ? row_root[r] : 0;
-                const real *roots = a->factored ? col_root + c : NULL;
-                if (pass == AF_STATS && a->factored) {
-                    FN(adafactor_stats)(s, p, g, n, col_acc + c, &a->row_parts[part],
-                                        &a->param_parts[part]);
-                } else if (pass == AF_STATS) {
-                    a->param_parts[part] = FN(block_sum_squares)(p, n);
-                    a->update_parts[part] = FN(adafactor_body)(s, p, g, v, 0, NULL, n, 0, 0);
-                } else if (pass == AF_NORM) {
-                    a->update_parts[part] = FN(adafactor_body)(s, p, g, NULL, root, roots, n,
-                                                               1, 0);
-                } else {
-                    if (a->factored)
-                        FN(adafactor_body)(s, p, g, NULL, root, roots, n, 1, 1);
-                    else
-                        FN(adafactor_body)(s, p, g, v, 0, NULL, n, 0, 1);
-                    FN(af_store)(job, a, AF_PARAM, first, n, p);
-                    if (!a->factored)
-                        FN(af_store)(job, a, AF_VARIANCE, first, n, v);
-                    if (a->data[AF_COPY])
-                        FN(af_store)(job, a, AF_COPY, first, n, p);
+                if (pass == AF_NORM) {
+                    FN(af_segment_sums)(s, NULL, g, NULL, root, roots, n, AF_SUM_NORM,
+                                        &a->update_parts[part], NULL);
+                    continue;
                 }
+                real *p = FN(af_load)(a, AF_PARAM, first, n, scratch[0]);
+                if (pass == AF_STATS) {
+                    FN(af_segment_sums)(s, p, g, v, 0, NULL, n, AF_SUM_VECTOR,
+                                        &a->param_parts[part], &a->update_parts[part]);
+                    continue;
+                }
+                if (a->factored)
+                    FN(af_apply)(s, p, g, NULL, root, roots, n, 1);
+                else
+                    FN(af_apply)(s, p, g, v, 0, NULL, n, 0);
+                FN(af_store)(job, a, AF_PARAM, first, n, p);
+                if (!a->factored)
+                    FN(af_store)(job, a, AF_VARIANCE, first, n, v);
+                if (a->data[AF_COPY])
+                    FN(af_store)(job, a, AF_COPY, first, n, p);
             }
         }
     }

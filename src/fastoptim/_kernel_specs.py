@@ -483,13 +483,13 @@ def adafactor_step(run, param, grad, row_var=None, col_var=None, variance=None, 
     sums, factor_sums = run(ADAFACTOR, buffers, ADAFACTOR.scalars(*pro, *common, 0.0),
                             **opts, writes=False)
     step_sizes = []
-    for (param_sq, update_sq), a in zip(sums, param if isinstance(param, (list, tuple))
+    for (param_sq, update_sq), a in zip(sums.tolist(), param if isinstance(param, (list, tuple))
                                         else [param]):
         step_size = 0.0
         if a.size:      # torch's expressions
             alpha = max(eps2, math.sqrt(param_sq) / a.size ** 0.5) * rho
             step_size = alpha / max(1.0, math.sqrt(update_sq) / (a.size ** 0.5 * d))
-        step_sizes.append(ADAFACTOR.scalars(*pro, *common, step_size))
+        step_sizes.append((*pro, *common, step_size))
     run(ADAFACTOR, buffers, step_sizes, factor_sums=factor_sums, **opts)
 
 

@@ -383,6 +383,78 @@ def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
     return sums
 
 
+cdef bint _factored_shape(cnp.ndarray a, cnp.ndarray param, int role) noexcept:
+    """a has the shape Adafactor's role needs next to param (fastoptim._kernel_specs.
+    adafactor_state_shape): row_var (..., rows, 1), col_var (..., 1, cols), the others the
+    param's own."""
+    cdef int d, nd = cnp.PyArray_NDIM(param)
+    if cnp.PyArray_NDIM(a) != nd:
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIM(a, d) != (1 if (role == 2 and d == nd - 1) or (role == 3 and d == nd - 2)
+                                     else cnp.PyArray_DIM(param, d)):
+            return False
+    return True
+
+
+cdef int _check_factored(PyObject **objects, bint writes, void **data, int *dtype,
+                         int64_t *shape, _span *spans, Py_ssize_t *nspans):
+    """One array's six buffers (param, grad, row_var, col_var, variance, param copy) in
+    Adafactor's layout: fill data, dtype and shape (batch, rows, cols), append the byte
+    ranges; -1 when anything is off (check_shaped_call then says what)."""
+    cdef cnp.ndarray a, param = None
+    cdef int r, d, nd = 0, code, need, param_code = -1
+    cdef bint factored = False, written
+    cdef object obj
+    for r in range(6):
+        obj = <object>objects[r]
+        # row_var and col_var for a param of 2+ dimensions, variance for another
+        if 2 <= r <= 4 and (obj is None) != ((r == 4) == factored):
+            return -1
+        if obj is None:
+            if r < 2:
+                return -1
+            data[r] = NULL
+            dtype[r] = -1
+            continue
+        if type(obj) is not np.ndarray:
+            return -1
+        a = <cnp.ndarray>obj
+        code = _dtype_code(cnp.PyArray_TYPE(a))
+        written = (writes and r != 1) or r == 5
+        need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+        if written:
+            need |= cnp.NPY_ARRAY_WRITEABLE
+        if code < 0 or not cnp.PyArray_ISNOTSWAPPED(a) or (cnp.PyArray_FLAGS(a) & need) != need:
+            return -1
+        if r == 0:
+            param = a
+            param_code = code
+            nd = cnp.PyArray_NDIM(a)
+            factored = nd >= 2
+        elif not _factored_shape(a, param, r):
+            return -1
+        elif param_code == FO_FLOAT64:
+            if code != FO_FLOAT64 or r == 5:
+                return -1
+        elif code == FO_FLOAT64 or (r == 5 and code == FO_FLOAT32):
+            return -1
+        data[r] = cnp.PyArray_DATA(a)
+        dtype[r] = code
+        if cnp.PyArray_SIZE(a) > 0:
+            spans[nspans[0]].start = <char *>data[r]
+            spans[nspans[0]].end = <char *>data[r] + cnp.PyArray_NBYTES(a)
+            spans[nspans[0]].written = written
+            nspans[0] += 1
+    shape[0], shape[1], shape[2] = 1, 1, cnp.PyArray_SIZE(param)
+    if factored:
+        for d in range(nd - 2):
+            shape[0] *= cnp.PyArray_DIM(param, d)
+        shape[1] = cnp.PyArray_DIM(param, nd - 2)
+        shape[2] = cnp.PyArray_DIM(param, nd - 1)
+    return 0
+
+
 def run_factored(kernel, tuple buffers, scalars, *, factor_sums=None, int64_t step=1,
                  param_copy=None, bint stochastic=False, uint64_t seed=0,
                  int64_t param_index=0, int threads=0, bint writes=True):
@@ -390,48 +462,86 @@ def run_factored(kernel, tuple buffers, scalars, *, factor_sums=None, int64_t st
     the param's shape). writes=False measures: returns (sums, factor_sums), per array the
     sums of p*p and u*u and, per factored array, the row then column sums of g*g.
     writes=True applies, from the factor_sums the measure returned; ``scalars`` then holds
-    one set per array (the step sizes). See fastoptim.reference.run_factored."""
-    from fastoptim._kernel_specs import matrix_shape
-    groups = check_shaped_call(kernel.roles, kernel.state_shape, buffers, param_copy, writes)
-    cdef Py_ssize_t count = len(groups), i, r
+    one set per array (the step sizes). See fastoptim.reference.run_factored. The buffers
+    get the fast check of ``run``; check_shaped_call explains a refusal."""
+    cdef Py_ssize_t count, i, r, k, nspans = 0
     cdef Py_ssize_t nscalars = fo_adafactor_kernel.nscalars
     cdef bint per_array = type(scalars) is list
+    first = buffers[0]
+    cdef bint many = type(first) is list or type(first) is tuple
+    count = len(first) if many else 1
+    cdef list columns = []      # tuples: the arrays stay alive while the loop runs
+    cdef object views = None
+    for r in range(6):
+        b = buffers[r] if r < 5 else param_copy
+        if many and b is not None:
+            if (type(b) is not list and type(b) is not tuple) or len(b) != count:
+                views = check_shaped_call(kernel.roles, kernel.state_shape, buffers,
+                                          param_copy, writes)
+                break
+            columns.append(tuple(b))
+        else:
+            columns.append(b)
     if per_array and len(scalars) != count:
         raise ValueError(f"{kernel.name}: {len(scalars)} scalar sets for {count} arrays")
-    shapes = np.array([matrix_shape(g[0].shape) for g in groups], np.int64).reshape(count, 3)
-    factored = np.array([g[2] is not None for g in groups], bool)
-    needed = int((shapes[:, 0] * (shapes[:, 1] + shapes[:, 2]))[factored].sum())
-    if writes:
-        if (type(factor_sums) is not np.ndarray or factor_sums.dtype != np.float64
-                or factor_sums.shape != (needed,) or not factor_sums.flags.c_contiguous):
-            raise ValueError(f"factor_sums must be the float64 array of {needed} sums the "
-                             "measuring call (writes=False) returned")
-    else:
-        factor_sums = np.zeros(needed)
-    sets = [tuple(values) for values in (scalars if per_array else [scalars])]
-    if any(len(values) != nscalars for values in sets):
-        raise ValueError(f"{kernel.name} takes {nscalars} scalars")
-    cdef cnp.ndarray flat = np.array(sets, np.float64).reshape(len(sets), nscalars)
-    sums = np.zeros((count, 2))
     cdef void **data = <void **>PyMem_Malloc((count * 6 + 1) * sizeof(void *))
     cdef int *dtype = <int *>PyMem_Malloc((count * 6 + 1) * sizeof(int))
-    cdef cnp.ndarray shape_array = shapes
+    cdef int64_t *shape = <int64_t *>PyMem_Malloc((count * 3 + 1) * sizeof(int64_t))
+    cdef _span *spans = <_span *>PyMem_Malloc((count * 6 + 1) * sizeof(_span))
+    cdef double *scalar_data = <double *>PyMem_Malloc(
+        ((count if per_array else 1) * nscalars + 1) * sizeof(double))
+    cdef PyObject *objects[6]
     cdef fo_adafactor_call call
     cdef int status
+    cdef int64_t needed = 0
     try:
-        if not (data and dtype):
+        if not (data and dtype and shape and spans and scalar_data):
             raise MemoryError()
+        if views is None:
+            for i in range(count):
+                for r in range(6):
+                    column = columns[r]
+                    objects[r] = (<PyObject *>column if not many or column is None
+                                  else <PyObject *>(<tuple>column)[i])
+                if _check_factored(objects, writes, data + i * 6, dtype + i * 6, shape + i * 3,
+                                   spans, &nspans) < 0:
+                    views = check_shaped_call(kernel.roles, kernel.state_shape, buffers,
+                                              param_copy, writes)
+                    break
+            if views is None and _any_written_overlap(spans, nspans):
+                views = check_shaped_call(kernel.roles, kernel.state_shape, buffers, param_copy,
+                                          writes)
+        if views is not None:   # check_shaped_call accepted them: plain views of subclasses
+            nspans = 0
+            for i in range(count):
+                for r in range(6):
+                    objects[r] = <PyObject *>views[i][r]
+                if _check_factored(objects, writes, data + i * 6, dtype + i * 6, shape + i * 3,
+                                   spans, &nspans) < 0:
+                    raise AssertionError("fastoptim: the fast buffer check refused what "
+                                         "_checks accepts")
         for i in range(count):
-            for r in range(6):
-                a = groups[i][r]
-                data[i * 6 + r] = NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
-                dtype[i * 6 + r] = -1 if a is None else _dtype_code(
-                    cnp.PyArray_TYPE(<cnp.ndarray>a))
+            if data[i * 6 + 2] != NULL:
+                needed += shape[i * 3] * (shape[i * 3 + 1] + shape[i * 3 + 2])
+        if writes:
+            if (type(factor_sums) is not np.ndarray or factor_sums.dtype != np.float64
+                    or factor_sums.shape != (needed,) or not factor_sums.flags.c_contiguous):
+                raise ValueError(f"factor_sums must be the float64 array of {needed} sums the "
+                                 "measuring call (writes=False) returned")
+        else:
+            factor_sums = np.zeros(needed)
+        for i in range(count if per_array else 1):
+            values = scalars[i] if per_array else scalars
+            if len(values) != nscalars:
+                raise ValueError(f"{kernel.name} takes {nscalars} scalars, got {len(values)}")
+            for k in range(nscalars):
+                scalar_data[i * nscalars + k] = values[k]
+        sums = np.zeros((count, 2))
         call.count = count
         call.data = data
         call.dtype = dtype
-        call.shape = <const int64_t *>cnp.PyArray_DATA(shape_array)
-        call.scalars = <const double *>cnp.PyArray_DATA(flat)
+        call.shape = shape
+        call.scalars = scalar_data
         call.per_array = per_array
         call.rounding.stochastic = stochastic
         call.rounding.seed = seed
@@ -448,6 +558,9 @@ def run_factored(kernel, tuple buffers, scalars, *, factor_sums=None, int64_t st
     finally:
         PyMem_Free(data)
         PyMem_Free(dtype)
+        PyMem_Free(shape)
+        PyMem_Free(spans)
+        PyMem_Free(scalar_data)
     return None if writes else (sums, factor_sums)
 
 

@@ -288,7 +288,7 @@ def max_abs_loop(s, x):
 
 # -- Adafactor (csrc/adafactor.c): row and column factors, so its own runner ----------------------
 
-ROW_BLOCK, ROW_BLOCKS = 32, 64      # FO_ADAFACTOR_ROW_BLOCK, FO_ADAFACTOR_ROW_BLOCKS
+ROW_BLOCK, ROW_BLOCKS = 32, 16      # FO_ADAFACTOR_ROW_BLOCK, FO_ADAFACTOR_ROW_BLOCKS
 MACHINE_EPSILON = {FLOAT32: 2.0**-23, FLOAT64: 2.0**-52, FLOAT16: 2.0**-10, BFLOAT16: 2.0**-7}
 
 
@@ -312,10 +312,10 @@ def run_factored(kernel, buffers, scalars, *, factor_sums=None, step=1, param_co
     for i, (group, (batch, rows, cols)) in enumerate(zip(groups, shapes)):
         param, grad, row_var, col_var, variance = group[:5]
         compute = FLOAT64 if param.dtype == FLOAT64 else FLOAT32
-        s = scalars[i] if per_array else scalars
+        s = kernel.scalars(*(scalars[i] if per_array else scalars))
         if s.machine_eps1 != 0:
             s = s._replace(eps1=MACHINE_EPSILON[param.dtype])
-        s = type(s)(*(compute.type(v) for v in s))
+        s = kernel.scalars(*(compute.type(v) for v in s))
         count = batch * (rows + cols) if row_var is not None else 0
         own_sums = factor_sums[offset:offset + count] if writes else np.zeros(count)
         offset += count
