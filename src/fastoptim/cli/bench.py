@@ -18,6 +18,7 @@ section is one more entry there.
 import gc
 import importlib
 import itertools
+import math
 import os
 import platform
 import statistics
@@ -46,6 +47,9 @@ class Twin(NamedTuple):
     torch: Optional[str]
     torch_args: dict
     in_default_run: bool = True
+    # the params as near-square matrices of n elements, not vectors (Adafactor factors
+    # matrices); the limit and "val" then count the state buffers of the param's size only
+    matrix: bool = False
 
 
 # One line per optimizer: what `bench` can time (--optimizers picks from these names).
@@ -61,6 +65,7 @@ TWINS = {
     "Adam": Twin("Adam", dict(lr=1e-3), "Adam", dict(lr=1e-3)),
     "AdamW": Twin("AdamW", dict(lr=1e-3, weight_decay=1e-2),
                   "AdamW", dict(lr=1e-3, weight_decay=1e-2)),
+    "Adafactor": Twin("Adafactor", dict(lr=1e-2), "Adafactor", dict(lr=1e-2), matrix=True),
 }
 DEFAULT_OPTIMIZERS = tuple(name for name, twin in TWINS.items() if twin.in_default_run)
 QUICK_OPTIMIZERS = ("SGD", "Adam")
@@ -114,10 +119,12 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
     twin = TWINS[optimizer]
     cls = getattr(fastoptim, twin.fastoptim)
     rng = np.random.default_rng(n)
-    params = [rng.standard_normal(n, dtype=dtype) for _ in range(arrays)]
-    grads = [rng.standard_normal(n, dtype=dtype) for _ in range(arrays)]
+    shape = matrix_shape(n) if twin.matrix else (n,)
+    params = [rng.standard_normal(shape, dtype=dtype) for _ in range(arrays)]
+    grads = [rng.standard_normal(shape, dtype=dtype) for _ in range(arrays)]
     fast = cls(params, backend="c", threads=threads, **twin.fastoptim_args)
-    values = 1 + 2 * (1 + len(fast.state[0]))   # grad read; param and each state read + written
+    state = [a for a in fast.state[0].values() if a.size == n]  # the param-sized buffers
+    values = 1 + 2 * (1 + len(state))   # grad read; param and each state read + written
     steps = {}
     if "fastoptim" in which:
         steps["fastoptim"] = partial(fast.step, grads)
@@ -127,8 +134,8 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
         # pages are real memory and not the kernel's shared zero page
         zeros = np.empty_like(params[0])
         zeros.fill(0)
-        steps["limit"] = partial(kernels.movement_loop, [params[0], *fast.state[0].values()],
-                                 (zeros,), threads=threads)
+        steps["limit"] = partial(kernels.movement_loop, [params[0], *state], (zeros,),
+                                 threads=threads)
     if "numpy" in which:
         steps["numpy"] = partial(cls(params, backend="numpy", **twin.fastoptim_args).step,
                                  grads)
@@ -149,6 +156,12 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
                 continue
             steps["torch_" + mode] = opt.step
     return Problem(steps, values, fast, grads)
+
+
+def matrix_shape(n):
+    """The most nearly square (rows, cols) of n elements, rows <= cols."""
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+    return rows, n // rows
 
 
 class Timing(NamedTuple):
