@@ -118,12 +118,10 @@ static double array_sum(const af_array *a, const double *parts)
     return total;
 }
 
-/* Describe every array; returns the bytes of work memory they need (offsets stored in the
- * pointers, made absolute once allocated). */
-static size_t describe(const fo_adafactor_call *c, af_array *arrays)
+/* Describe every array of the call. */
+static void describe(const fo_adafactor_call *c, af_array *arrays)
 {
     const int nscalars = fo_adafactor_kernel.nscalars;
-    size_t bytes = 0;
     double *factor_sums = c->factor_sums;
     for (int64_t i = 0; i < c->count; i++) {
         af_array *a = &arrays[i];
@@ -142,42 +140,37 @@ static size_t describe(const fo_adafactor_call *c, af_array *arrays)
             a->col_sums = factor_sums + a->batch * a->rows;
             factor_sums += a->batch * (a->rows + a->cols);
         }
-        if (elements(a) == 0)
-            continue;
         a->row_block = a->factored ? max64(FO_ADAFACTOR_ROW_BLOCK,
                                            ceil_div(a->rows, FO_ADAFACTOR_ROW_BLOCKS)) : 1;
         a->row_blocks = ceil_div(a->rows, a->row_block);
         a->segments = ceil_div(a->cols, FO_REDUCE_BLOCK);
-        const size_t parts = (size_t)(a->batch * a->rows * a->segments) * sizeof(double);
-        const size_t real_size = is_double(a) ? sizeof(double) : sizeof(float);
-        size_t offset[5] = {0};     /* param_parts, update_parts, row_parts, col_parts, factors */
-        offset[0] = bytes, bytes += aligned(parts);
-        offset[1] = bytes, bytes += aligned(parts);
-        if (a->factored) {
-            offset[2] = bytes, bytes += aligned(parts);
-            offset[3] = bytes;
-            bytes += aligned((size_t)(a->batch * a->row_blocks * a->cols) * sizeof(double));
-            offset[4] = bytes;
-            bytes += aligned((size_t)(2 * a->batch * (a->rows + a->cols)) * real_size);
-        }
-        a->param_parts = (double *)offset[0];
-        a->update_parts = (double *)offset[1];
-        a->row_parts = (double *)offset[2];
-        a->col_parts = (double *)offset[3];
-        a->factors = (void *)offset[4];
     }
-    return bytes;
 }
 
-static void locate(af_array *a, char *work)
+/* The work memory of the arrays (adafactor.h): returns its bytes and, when work is not
+ * NULL, points the arrays into it. An empty array needs none. */
+static size_t place_work(af_array *arrays, int64_t count, char *work)
 {
-    a->param_parts = (double *)(work + (size_t)a->param_parts);
-    a->update_parts = (double *)(work + (size_t)a->update_parts);
-    if (a->factored) {
-        a->row_parts = (double *)(work + (size_t)a->row_parts);
-        a->col_parts = (double *)(work + (size_t)a->col_parts);
-        a->factors = work + (size_t)a->factors;
+    size_t bytes = 0;
+    for (int64_t i = 0; i < count; i++) {
+        af_array *a = &arrays[i];
+        if (elements(a) == 0)
+            continue;
+        const size_t parts = (size_t)(a->batch * a->rows * a->segments) * sizeof(double);
+        const size_t real_size = is_double(a) ? sizeof(double) : sizeof(float);
+        const size_t sizes[5] = {
+            parts, parts, a->factored ? parts : 0,
+            a->factored ? (size_t)(a->batch * a->row_blocks * a->cols) * sizeof(double) : 0,
+            a->factored ? (size_t)(2 * a->batch * (a->rows + a->cols)) * real_size : 0};
+        void **regions[5] = {(void **)&a->param_parts, (void **)&a->update_parts,
+                             (void **)&a->row_parts, (void **)&a->col_parts, &a->factors};
+        for (int k = 0; k < 5; k++) {
+            if (work && sizes[k])
+                *regions[k] = work + bytes;
+            bytes += aligned(sizes[k]);
+        }
     }
+    return bytes;
 }
 
 int fo_adafactor(const fo_adafactor_call *c)
@@ -185,7 +178,8 @@ int fo_adafactor(const fo_adafactor_call *c)
     af_array *arrays = calloc((size_t)(c->count > 0 ? c->count : 1), sizeof *arrays);
     if (!arrays)
         return -1;
-    size_t bytes = describe(c, arrays);
+    describe(c, arrays);
+    const size_t bytes = place_work(arrays, c->count, NULL);
     int64_t total = 0;
     int any_factored = 0;
     for (int64_t i = 0; i < c->count; i++) {
@@ -208,9 +202,7 @@ int fo_adafactor(const fo_adafactor_call *c)
         free(arrays);
         return -1;
     }
-    for (int64_t i = 0; i < c->count; i++)
-        if (elements(&arrays[i]) > 0)
-            locate(&arrays[i], work);
+    place_work(arrays, c->count, work);
     plan_tiles(arrays, c->count, target, tiles);
     plan_factors(arrays, c->count, factors);
 

@@ -99,8 +99,8 @@ int fo_run(const fo_call *call);
 
 /* ---- Adafactor (adafactor.c) ---- */
 /* Adafactor keeps row and column factors for params of two or more dimensions, so its
- * buffers are not n elements per role and it has its own call. Per array, AF_ROLES (6)
- * buffers: param, grad, row_var, col_var, variance (NULL where unused: row_var and col_var
+ * buffers are not n elements per role and it has its own call. Per array, 6 buffers:
+ * param, grad, row_var, col_var, variance (NULL where unused: row_var and col_var
  * for a factored array, variance for another), then the param copy (NULL: none); shape
  * holds 3 numbers per array: a factored array is `batch` matrices of rows x cols (its
  * leading dimensions are batch dimensions), another is 1 x 1 x n.
