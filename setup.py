@@ -22,7 +22,7 @@ EXTRA_FLAGS = os.environ.get("FASTOPTIM_EXTRA_CFLAGS", "").split()
 extension = Extension(
     "fastoptim._kernels",
     sources=["src/fastoptim/_kernels.pyx", "csrc/kernels.c", "csrc/driver.c", "csrc/pool.c",
-             "csrc/convert.c", "csrc/movement.c"],
+             "csrc/convert.c", "csrc/movement.c", "csrc/adafactor.c"],
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     extra_compile_args=BASE_FLAGS + EXTRA_FLAGS,

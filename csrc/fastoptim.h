@@ -97,6 +97,50 @@ int fo_run(const fo_call *call);
  * sum_squares, sum_abs, max_abs; per array, sums[2i] is the value and sums[2i + 1] is 0
  * when every element is finite (NaN otherwise). */
 
+/* ---- Adafactor (adafactor.c) ---- */
+/* Adafactor keeps row and column factors for params of two or more dimensions, so its
+ * buffers are not n elements per role and it has its own call. Per array, 6 buffers:
+ * param, grad, row_var, col_var, variance (NULL where unused: row_var and col_var
+ * for a factored array, variance for another), then the param copy (NULL: none); shape
+ * holds 3 numbers per array: a factored array is `batch` matrices of rows x cols (its
+ * leading dimensions are batch dimensions), another is 1 x 1 x n.
+ *
+ * writes = 0 (measure, read only): sums gets per array the sum of p*p and of u*u, and
+ * factor_sums, per factored array, the sum of g*g of each row then of each column.
+ * writes = 1 (apply): factor_sums as the measure call returned them; scalars per array
+ * (per_array) carry the step size; params, variance, row_var and col_var are written.
+ *
+ * The order of the sums: the rows of the last dimension (a 1-D array is one row), each in
+ * blocks of FO_REDUCE_BLOCK elements in the lane order above, the blocks added in order;
+ * a row sum is that; a sum over the array adds its row sums in row order. A column sum cuts
+ * the rows of each matrix into blocks of max(FO_ADAFACTOR_ROW_BLOCK, ceil(rows /
+ * FO_ADAFACTOR_ROW_BLOCKS)) rows, adds each column within a block in row order (in double,
+ * from 0) and the blocks in order. None of it depends on the thread count. */
+enum { FO_ADAFACTOR_ROW_BLOCK = 32, FO_ADAFACTOR_ROW_BLOCKS = 16 };
+
+typedef struct {
+    int64_t count;
+    void *const *data;          /* 6 per array */
+    const int *dtype;           /* 6 per array */
+    const int64_t *shape;       /* 3 per array: batch, rows, cols */
+    const double *scalars;      /* nscalars doubles, or count * nscalars when per_array */
+    int per_array;
+    fo_rounding rounding;
+    int64_t first_index;        /* the index of array 0 in the rounding key */
+    double *sums;               /* 2 per array (measure) */
+    double *factor_sums;        /* batch * (rows + cols) per factored array */
+    int writes;
+    int threads;
+} fo_adafactor_call;
+
+/* Runs the call; 0, or -1 when its work memory could not be allocated (nothing has been
+ * written then). */
+int fo_adafactor(const fo_adafactor_call *call);
+
+/* Its names (roles, scalars) for the check against the Python spec; no loops: fo_run
+ * never runs it. */
+extern const fo_kernel fo_adafactor_kernel;
+
 /* ---- conversions (convert.c), exported for the tests of the rounding rules ---- */
 void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo_rounding *r,
                uint64_t key, int64_t first);

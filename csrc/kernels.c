@@ -16,6 +16,7 @@
 #include "loops/averaged.h"
 #include "loops/reduce.h"
 #include "loops/scan.h"
+#include "loops/adafactor.h"
 #undef real
 #undef uint_real
 #undef FN
@@ -31,6 +32,7 @@
 #include "loops/averaged.h"
 #include "loops/reduce.h"
 #include "loops/scan.h"
+#include "loops/adafactor.h"
 #undef real
 #undef uint_real
 #undef FN
@@ -80,5 +82,10 @@ const fo_kernel fo_kernels[] = {
 };
 
 const int fo_kernel_count = sizeof fo_kernels / sizeof fo_kernels[0];
+
+/* Adafactor runs through its own driver (adafactor.c): its names, for the registry check */
+const fo_kernel fo_adafactor_kernel = {
+    "adafactor_pass", "param grad row_var col_var variance", PROLOGUE ADAFACTOR_SCALARS,
+    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL};
 
 ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};

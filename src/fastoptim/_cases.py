@@ -93,6 +93,11 @@ def optimizer_variants():
         yield ("lamb_step", variant, ("exp_avg", "exp_avg_sq"),
                dict(lr=1e-2, bias_correction=bias_correction, max_trust_ratio=max_trust_ratio),
                None, ())
+    # Adafactor: row_var and col_var for params of 2+ dimensions, variance for the others
+    for variant, options in (("", {}), ("eps1=1e-3 d=2 beta2_decay=-0.5",
+                                        dict(eps1=1e-3, d=2.0, beta2_decay=-0.5))):
+        yield ("adafactor_step", variant, ("row_var", "col_var", "variance"),
+               dict(lr=1e-2, **options), None, ())
     yield "lion_step", "", ("exp_avg",), dict(lr=1e-3), None, ()
     yield ("rprop_step", "", ("prev", "step_size"), dict(lr=1e-2), None,
            (("step_size", 1e-2),))
@@ -153,6 +158,7 @@ def run_case(module, case, param, grads, threads=None, state_dtype=None, **optio
     if case.kernel == "norms":
         return {"norms": np.array([kernel(g, threads=threads, **case.options) for g in grads])}
     initial = dict(case.initial)
+    state_shape = FUNCTIONS[case.kernel][1].state_shape     # Adafactor's: not the param's
     state = []
     for name in case.state:
         if name is None:
@@ -161,8 +167,10 @@ def run_case(module, case, param, grads, threads=None, state_dtype=None, **optio
         column = []
         for p in params:
             dtype = state_dtype or p.dtype
-            column.append(p.astype(dtype) if initial.get(name) == "param"
-                          else np.full(p.shape, initial.get(name, 0.0), dtype))
+            shape = p.shape if state_shape is None else state_shape(name, p.shape)
+            column.append(None if shape is None else p.astype(dtype)
+                          if initial.get(name) == "param"
+                          else np.full(shape, initial.get(name, 0.0), dtype))
         state.append(column)
     for step, grad in enumerate(grads, start=1):
         kwargs = dict(case.options, threads=threads, **options)
@@ -175,7 +183,7 @@ def run_case(module, case, param, grads, threads=None, state_dtype=None, **optio
         kernel(*arguments, **kwargs)
     buffers = {"average" if case.kernel == "ewma_step" else "param": params if many else params[0]}
     buffers.update((name, s if many else s[0]) for name, s in zip(case.state, state)
-                   if name is not None)
+                   if name is not None and any(a is not None for a in s))
     if options.get("param_copy") is not None:
         buffers["param_copy"] = options["param_copy"]
     return buffers

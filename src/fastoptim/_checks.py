@@ -128,6 +128,50 @@ def check_call(roles, buffers, param_copy=None, writes=True):
     return groups
 
 
+def check_shaped_call(roles, state_shape, buffers, param_copy=None, writes=True):
+    """check_call for a kernel whose state buffers are not of the param's shape (Adafactor's
+    row and column factors): the state buffer ``name`` of a param of shape S must have the
+    shape state_shape(name, S), and be None when that is None. Roles 0 and 1 (param, grad)
+    are checked by check_call. Returns the per-array tuples (param, grad, the state
+    buffers, the param copy)."""
+    names = [r.name for r in roles]
+    groups = check_call(roles[:2], buffers[:2], param_copy, writes)
+    many = isinstance(buffers[0], (list, tuple))
+    columns = []
+    for name, b in zip(names[2:], buffers[2:]):
+        if b is None:
+            columns.append([None] * len(groups))
+        elif many != isinstance(b, (list, tuple)):
+            raise TypeError(f"{name} must be {'a list' if many else 'one array or None'}, "
+                            f"as {names[0]} is")
+        elif many and len(b) != len(groups):
+            raise ValueError(f"{name} has {len(b)} entries but {names[0]} has {len(groups)}")
+        else:
+            columns.append(list(b) if many else [b])
+    result = []
+    for i, (param, grad, copy) in enumerate(groups):
+        def label(name):
+            return f"{name}[{i}]" if many else name
+        states = []
+        for name, column in zip(names[2:], columns):
+            a, shape = column[i], state_shape(name, param.shape)
+            of_param = f"{label(names[0])} of shape {param.shape}"
+            if shape is None:
+                if a is not None:
+                    raise ValueError(f"{label(name)} must be None: {of_param} has none")
+            elif a is None:
+                raise TypeError(f"{label(name)} is required for {of_param}")
+            else:
+                a = check_array(label(name), a, writes, buffer_dtypes(2, param.dtype))
+                if a.shape != shape:
+                    raise ValueError(f"{label(name)} has shape {a.shape}, expected {shape} "
+                                     f"for {of_param}")
+            states.append(a)
+        result.append((param, grad, *states, copy))
+    check_no_shared_memory(names + ["param_copy"], result, writes, label_all=many)
+    return result
+
+
 def check_no_shared_memory(names, groups, writes=True, label_all=True):
     """Sorted by start, a byte range overlaps an earlier one iff it starts before the
     furthest end seen so far; only pairs that include a written buffer count."""

@@ -40,6 +40,10 @@ class Kernel(NamedTuple):
     roles: tuple                # Role per buffer, in argument order; role 1 is only read
     scalars: type               # NamedTuple of the scalars, in the C struct's order
     sums: int = 0               # reducing kernels: sums returned per array
+    # a kernel whose state buffers are not of the param's shape (Adafactor): (buffer name,
+    # param shape) -> the buffer's shape, None when such a param has none; the runners
+    # hand it to their run_factored
+    state_shape: object = None
 
 
 def _roles(*names):
@@ -417,6 +421,78 @@ def lamb_step(run, param, grad, exp_avg, exp_avg_sq, *, lr=1e-3, step, beta1=0.9
     run(LAMB, buffers, step_sizes, **opts)
 
 
+def adafactor_state_shape(name, shape):
+    """The shape of Adafactor's state buffer ``name`` for a param of ``shape``, or None when
+    such a param has none (torch.optim.Adafactor's layout): a param of 2 or more dimensions
+    keeps row_var (..., rows, 1) and col_var (..., 1, cols), its leading dimensions being
+    batch dimensions; any other keeps variance, of its own shape."""
+    shape = tuple(shape)
+    factored = len(shape) >= 2
+    if name == "row_var":
+        return shape[:-1] + (1,) if factored else None
+    if name == "col_var":
+        return shape[:-2] + (1, shape[-1]) if factored else None
+    return None if factored else shape
+
+
+def matrix_shape(shape):
+    """A param as Adafactor sees it: (batch, rows, cols) -- its matrices, for 2 or more
+    dimensions -- or (1, 1, size)."""
+    if len(shape) >= 2:
+        return math.prod(shape[:-2]), shape[-2], shape[-1]
+    return 1, 1, math.prod(shape)
+
+
+ADAFACTOR = Kernel("adafactor_pass",
+                   _roles("param", "grad", "row_var?", "col_var?", "variance?"),
+                   scalars_type("AdafactorScalars", "beta2 one_minus_beta2 eps1 machine_eps1 "
+                                                    "step_size"),
+                   sums=2, state_shape=adafactor_state_shape)
+
+
+def adafactor_step(run, param, grad, row_var=None, col_var=None, variance=None, *, lr=1e-2,
+                   step, beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0,
+                   maximize=False, grad_factor=1.0, **options):
+    """Adafactor (Shazeer & Stern 2018) as torch.optim.Adafactor, per array. A param of 2 or
+    more dimensions keeps row_var and col_var (factored: its leading dimensions are batch
+    dimensions), any other variance; see adafactor_state_shape.
+
+    b2 = 1 - t^beta2_decay;  rho = min(lr, 1/sqrt(t));  alpha = max(eps2, RMS(p))*rho;
+    p <- p*(1 - lr*wd);  factored: R <- b2*R + (1-b2)*mean(g*g over columns), C likewise over
+    rows, den = max(sqrt(R)*sqrt(C / max(mean(R), eps1)), eps1);  else v <- b2*v +
+    (1-b2)*g*g, den = max(sqrt(v), eps1);  u = g/den;  p <- p - alpha/max(1, RMS(u)/d)*u.
+    eps1=None: the machine epsilon of the param's dtype. RMS(x) = |x|/sqrt(size).
+
+    Two calls of the runner: the first only reads (the row and column sums, |p|, |u|, in
+    the fixed reduction order), the second writes, so an interrupted step changes nothing.
+    An empty param (and its state) is left as it is.
+    """
+    lr = check_nonnegative("lr", lr)
+    beta2_decay = check_real("beta2_decay", beta2_decay, high=0.0)
+    eps1 = None if eps1 is None else check_nonnegative("eps1", eps1)
+    eps2 = check_nonnegative("eps2", eps2)
+    d = check_real("d", d, 1.0)
+    step = check_step(step)
+    one_minus_beta2 = float(step) ** beta2_decay
+    rho = min(lr, 1.0 / math.sqrt(step))
+    pro = prologue(lr, weight_decay, True, maximize, grad_factor)
+    common = (1.0 - one_minus_beta2, one_minus_beta2, 0.0 if eps1 is None else eps1,
+              float(eps1 is None))
+    buffers = (param, grad, row_var, col_var, variance)
+    opts = run_options(step, options)
+    sums, factor_sums = run(ADAFACTOR, buffers, ADAFACTOR.scalars(*pro, *common, 0.0),
+                            **opts, writes=False)
+    step_sizes = []
+    for (param_sq, update_sq), a in zip(sums.tolist(), param if isinstance(param, (list, tuple))
+                                        else [param]):
+        step_size = 0.0
+        if a.size:      # torch's expressions
+            alpha = max(eps2, math.sqrt(param_sq) / a.size ** 0.5) * rho
+            step_size = alpha / max(1.0, math.sqrt(update_sq) / (a.size ** 0.5 * d))
+        step_sizes.append((*pro, *common, step_size))
+    run(ADAFACTOR, buffers, step_sizes, factor_sums=factor_sums, **opts)
+
+
 # -- sign-based --------------------------------------------------------------------------------
 
 LION = Kernel("lion_step", _roles("param", "grad", "exp_avg"),
@@ -581,6 +657,7 @@ FUNCTIONS = {
     "nadam_step": (nadam_step, NADAM),
     "radam_step": (radam_step, RADAM),
     "lamb_step": (lamb_step, LAMB),
+    "adafactor_step": (adafactor_step, ADAFACTOR),
     "lion_step": (lion_step, LION),
     "rprop_step": (rprop_step, RPROP),
     "asgd_step": (asgd_step, ASGD),

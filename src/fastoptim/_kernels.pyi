@@ -33,6 +33,12 @@ def adamw_step(param: Buffer, grad: Buffer, exp_avg: Buffer, exp_avg_sq: Buffer,
                beta1: float = ..., beta2: float = ..., eps: float = ..., eps_root: float = ...,
                weight_decay: float = ..., maximize: bool = ...,
                threads: Optional[int] = ...) -> None: ...
+def adafactor_step(param: Buffer, grad: Buffer, row_var: OptionalBuffer = ...,
+                   col_var: OptionalBuffer = ..., variance: OptionalBuffer = ..., *,
+                   lr: float = ..., step: int, beta2_decay: float = ...,
+                   eps1: Optional[float] = ..., eps2: float = ..., d: float = ...,
+                   weight_decay: float = ..., maximize: bool = ...,
+                   threads: Optional[int] = ...) -> None: ...
 def ewma_step(average: Buffer, value: Buffer, *, beta: float,
               threads: Optional[int] = ...) -> None: ...
 def ewma_scan(average: np.ndarray, series: np.ndarray, mean: Optional[np.ndarray] = ...,

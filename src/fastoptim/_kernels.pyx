@@ -18,7 +18,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastoptim._checks import BFLOAT16, check_call, check_threads
+from fastoptim._checks import BFLOAT16, check_call, check_shaped_call, check_threads
 from fastoptim.reference_ewma import prepare_scan
 
 cnp.import_array()
@@ -63,6 +63,23 @@ cdef extern from "fastoptim.h" nogil:
 
     int fo_run(const fo_call *call)
 
+    ctypedef struct fo_adafactor_call:
+        int64_t count
+        void *const *data
+        const int *dtype
+        const int64_t *shape
+        const double *scalars
+        int per_array
+        fo_rounding rounding
+        int64_t first_index
+        double *sums
+        double *factor_sums
+        int writes
+        int threads
+
+    int fo_adafactor(const fo_adafactor_call *call)
+    const fo_kernel fo_adafactor_kernel
+
     ctypedef struct ewma_scan_scalars:
         double beta, alpha
         const double *decay
@@ -93,6 +110,10 @@ for _i in range(fo_kernel_count):
     REGISTRY[fo_kernels[_i].name.decode()] = (
         _i, tuple(fo_kernels[_i].roles.decode().split()),
         tuple(fo_kernels[_i].scalars.decode().split()), fo_kernels[_i].nsums)
+# Adafactor has its own driver (run_factored), not an index into fo_kernels
+REGISTRY[fo_adafactor_kernel.name.decode()] = (
+    -1, tuple(fo_adafactor_kernel.roles.decode().split()),
+    tuple(fo_adafactor_kernel.scalars.decode().split()), fo_adafactor_kernel.nsums)
 
 
 cdef inline int _dtype_code(int typenum) noexcept:
@@ -198,6 +219,19 @@ cdef int _check_array(PyObject **objects, int roles, unsigned required, bint wri
     return 0
 
 
+cdef int _fill_scalars(name, scalars, bint per_array, Py_ssize_t count, Py_ssize_t nscalars,
+                       double *out) except -1:
+    """Copy one NamedTuple of scalars (or, per_array, one per array) into ``out``."""
+    cdef Py_ssize_t i, k
+    for i in range(count if per_array else 1):
+        values = scalars[i] if per_array else scalars
+        if len(values) != nscalars:
+            raise ValueError(f"{name} takes {nscalars} scalars, got {len(values)}")
+        for k in range(nscalars):
+            out[i * nscalars + k] = values[k]
+    return 0
+
+
 cdef _launch(name, const fo_kernel *info, Py_ssize_t count, void *const *data,
              const int *dtype, const int64_t *n, scalars, int64_t step, bint stochastic,
              uint64_t seed, int64_t param_index, int threads, bint writes):
@@ -214,12 +248,7 @@ cdef _launch(name, const fo_kernel *info, Py_ssize_t count, void *const *data,
     if not scalar_data:
         raise MemoryError()
     try:
-        for i in range(count if per_array else 1):
-            values = scalars[i] if per_array else scalars
-            if len(values) != nscalars:
-                raise ValueError(f"{name} takes {nscalars} scalars, got {len(values)}")
-            for k in range(nscalars):
-                scalar_data[i * nscalars + k] = values[k]
+        _fill_scalars(name, scalars, per_array, count, nscalars, scalar_data)
         sums = np.zeros((count, info.nsums)) if info.nsums else None
         call.kernel = info
         call.count = count
@@ -261,13 +290,18 @@ cdef unsigned _required_roles(kernel):
 
 def run(kernel, tuple buffers, scalars, *, int64_t step=1, param_copy=None,
         bint stochastic=False, uint64_t seed=0, int64_t param_index=0, int threads=0,
-        bint writes=True):
+        bint writes=True, factor_sums=None):
     """Run ``kernel`` (a fastoptim._kernel_specs.Kernel) over ``buffers`` (one entry per role:
     an array, a list of arrays, or None for an unused optional role) with ``scalars`` (one
     NamedTuple of doubles, or one per array). Returns the sums of a reducing kernel as a
-    (count, sums) float64 array, else None."""
+    (count, sums) float64 array, else None. A kernel with a state_shape (Adafactor) goes to
+    run_factored, with factor_sums."""
     cdef int index, roles, r, k
     cdef Py_ssize_t count, i, nspans = 0
+    if kernel.state_shape is not None:     # its state is not of the param's shape
+        return run_factored(kernel, buffers, scalars, factor_sums=factor_sums, step=step,
+                            param_copy=param_copy, stochastic=stochastic, seed=seed,
+                            param_index=param_index, threads=threads, writes=writes)
     cdef tuple entry = REGISTRY[kernel.name]
     index = entry[0]
     cdef const fo_kernel *info = &fo_kernels[index]
@@ -338,7 +372,10 @@ def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
     which hold the tensors alive and check dtypes, layouts and overlaps: one row per array
     of data addresses (0: unused), fastoptim.h dtype codes and element counts, in role
     order with the param copy last. ``param_copy`` is ignored (the table's last column)."""
-    cdef const fo_kernel *info = &fo_kernels[<int>REGISTRY[kernel.name][0]]
+    cdef int index = REGISTRY[kernel.name][0]
+    if index < 0:
+        raise TypeError(f"{kernel.name} runs through run_factored, not from a table")
+    cdef const fo_kernel *info = &fo_kernels[index]
     cdef int roles = info.nroles + 1
     cdef Py_ssize_t count = data.shape[0]
     if data.shape[1] != roles or dtype.shape[0] != count or dtype.shape[1] != roles \
@@ -349,6 +386,182 @@ def run_table(kernel, const int64_t[:, ::1] data, const int[:, ::1] dtype,
         return np.zeros((0, info.nsums)) if info.nsums else None
     return _launch(kernel.name, info, count, <void *const *>&data[0, 0], &dtype[0, 0], &n[0],
                    scalars, step, stochastic, seed, param_index, threads, writes)
+
+
+cdef bint _factored_shape(cnp.ndarray a, cnp.ndarray param, int role) noexcept:
+    """a has the shape Adafactor's role needs next to param (fastoptim._kernel_specs.
+    adafactor_state_shape): row_var (..., rows, 1), col_var (..., 1, cols), the others the
+    param's own."""
+    cdef int d, nd = cnp.PyArray_NDIM(param)
+    if cnp.PyArray_NDIM(a) != nd:
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIM(a, d) != (1 if (role == 2 and d == nd - 1) or (role == 3 and d == nd - 2)
+                                     else cnp.PyArray_DIM(param, d)):
+            return False
+    return True
+
+
+cdef int _check_factored(PyObject **objects, bint writes, void **data, int *dtype,
+                         int64_t *shape, _span *spans, Py_ssize_t *nspans):
+    """One array's six buffers (param, grad, row_var, col_var, variance, param copy) in
+    Adafactor's layout: fill data, dtype and shape (batch, rows, cols), append the byte
+    ranges; -1 when anything is off (check_shaped_call then says what)."""
+    cdef cnp.ndarray a, param = None
+    cdef int r, d, nd = 0, code, need, param_code = -1
+    cdef bint factored = False, written
+    cdef object obj
+    for r in range(6):
+        obj = <object>objects[r]
+        # row_var and col_var for a param of 2+ dimensions, variance for another
+        if 2 <= r <= 4 and (obj is None) != ((r == 4) == factored):
+            return -1
+        if obj is None:
+            if r < 2:
+                return -1
+            data[r] = NULL
+            dtype[r] = -1
+            continue
+        if type(obj) is not np.ndarray:
+            return -1
+        a = <cnp.ndarray>obj
+        code = _dtype_code(cnp.PyArray_TYPE(a))
+        written = (writes and r != 1) or r == 5
+        need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+        if written:
+            need |= cnp.NPY_ARRAY_WRITEABLE
+        if code < 0 or not cnp.PyArray_ISNOTSWAPPED(a) or (cnp.PyArray_FLAGS(a) & need) != need:
+            return -1
+        if r == 0:
+            param = a
+            param_code = code
+            nd = cnp.PyArray_NDIM(a)
+            factored = nd >= 2
+        elif not _factored_shape(a, param, r):
+            return -1
+        elif param_code == FO_FLOAT64:
+            if code != FO_FLOAT64 or r == 5:
+                return -1
+        elif code == FO_FLOAT64 or (r == 5 and code == FO_FLOAT32):
+            return -1
+        data[r] = cnp.PyArray_DATA(a)
+        dtype[r] = code
+        if cnp.PyArray_SIZE(a) > 0:
+            spans[nspans[0]].start = <char *>data[r]
+            spans[nspans[0]].end = <char *>data[r] + cnp.PyArray_NBYTES(a)
+            spans[nspans[0]].written = written
+            nspans[0] += 1
+    shape[0], shape[1], shape[2] = 1, 1, cnp.PyArray_SIZE(param)
+    if factored:
+        for d in range(nd - 2):
+            shape[0] *= cnp.PyArray_DIM(param, d)
+        shape[1] = cnp.PyArray_DIM(param, nd - 2)
+        shape[2] = cnp.PyArray_DIM(param, nd - 1)
+    return 0
+
+
+def run_factored(kernel, tuple buffers, scalars, *, factor_sums=None, int64_t step=1,
+                 param_copy=None, bint stochastic=False, uint64_t seed=0,
+                 int64_t param_index=0, int threads=0, bint writes=True):
+    """Adafactor's runner (csrc/adafactor.c; ``run`` hands it a kernel whose state is not of
+    the param's shape). writes=False measures: returns (sums, factor_sums), per array the
+    sums of p*p and u*u and, per factored array, the row then column sums of g*g.
+    writes=True applies, from the factor_sums the measure returned; ``scalars`` then holds
+    one set per array (the step sizes). See fastoptim.reference.run_factored. The buffers
+    get the fast check of ``run``; check_shaped_call explains a refusal."""
+    cdef Py_ssize_t count, i, r, k, nspans = 0
+    cdef Py_ssize_t nscalars = fo_adafactor_kernel.nscalars
+    cdef bint per_array = type(scalars) is list
+    first = buffers[0]
+    cdef bint many = type(first) is list or type(first) is tuple
+    count = len(first) if many else 1
+    cdef list columns = []      # tuples: the arrays stay alive while the loop runs
+    cdef object views = None
+    for r in range(6):
+        b = buffers[r] if r < 5 else param_copy
+        if many and b is not None:
+            if (type(b) is not list and type(b) is not tuple) or len(b) != count:
+                views = check_shaped_call(kernel.roles, kernel.state_shape, buffers,
+                                          param_copy, writes)
+                break
+            columns.append(tuple(b))
+        else:
+            columns.append(b)
+    if per_array and len(scalars) != count:
+        raise ValueError(f"{kernel.name}: {len(scalars)} scalar sets for {count} arrays")
+    cdef void **data = <void **>PyMem_Malloc((count * 6 + 1) * sizeof(void *))
+    cdef int *dtype = <int *>PyMem_Malloc((count * 6 + 1) * sizeof(int))
+    cdef int64_t *shape = <int64_t *>PyMem_Malloc((count * 3 + 1) * sizeof(int64_t))
+    cdef _span *spans = <_span *>PyMem_Malloc((count * 6 + 1) * sizeof(_span))
+    cdef double *scalar_data = <double *>PyMem_Malloc(
+        ((count if per_array else 1) * nscalars + 1) * sizeof(double))
+    cdef PyObject *objects[6]
+    cdef fo_adafactor_call call
+    cdef int status
+    cdef int64_t needed = 0
+    try:
+        if not (data and dtype and shape and spans and scalar_data):
+            raise MemoryError()
+        if views is None:
+            for i in range(count):
+                for r in range(6):
+                    column = columns[r]
+                    objects[r] = (<PyObject *>column if not many or column is None
+                                  else <PyObject *>(<tuple>column)[i])
+                if _check_factored(objects, writes, data + i * 6, dtype + i * 6, shape + i * 3,
+                                   spans, &nspans) < 0:
+                    views = check_shaped_call(kernel.roles, kernel.state_shape, buffers,
+                                              param_copy, writes)
+                    break
+            if views is None and _any_written_overlap(spans, nspans):
+                views = check_shaped_call(kernel.roles, kernel.state_shape, buffers, param_copy,
+                                          writes)
+        if views is not None:   # check_shaped_call accepted them: plain views of subclasses
+            nspans = 0
+            for i in range(count):
+                for r in range(6):
+                    objects[r] = <PyObject *>views[i][r]
+                if _check_factored(objects, writes, data + i * 6, dtype + i * 6, shape + i * 3,
+                                   spans, &nspans) < 0:
+                    raise AssertionError("fastoptim: the fast buffer check refused what "
+                                         "_checks accepts")
+        for i in range(count):
+            if data[i * 6 + 2] != NULL:
+                needed += shape[i * 3] * (shape[i * 3 + 1] + shape[i * 3 + 2])
+        if writes:
+            if (type(factor_sums) is not np.ndarray or factor_sums.dtype != np.float64
+                    or factor_sums.shape != (needed,) or not factor_sums.flags.c_contiguous):
+                raise ValueError(f"factor_sums must be the float64 array of {needed} sums the "
+                                 "measuring call (writes=False) returned")
+        else:
+            factor_sums = np.zeros(needed)
+        _fill_scalars(kernel.name, scalars, per_array, count, nscalars, scalar_data)
+        sums = np.zeros((count, 2))
+        call.count = count
+        call.data = data
+        call.dtype = dtype
+        call.shape = shape
+        call.scalars = scalar_data
+        call.per_array = per_array
+        call.rounding.stochastic = stochastic
+        call.rounding.seed = seed
+        call.rounding.step = step
+        call.first_index = param_index
+        call.sums = <double *>cnp.PyArray_DATA(sums)
+        call.factor_sums = <double *>cnp.PyArray_DATA(factor_sums)
+        call.writes = writes
+        call.threads = threads if threads > 0 else fo_max_threads()
+        with nogil:
+            status = fo_adafactor(&call)
+        if status < 0:
+            raise MemoryError(f"{kernel.name}: no memory for its work; nothing was written")
+    finally:
+        PyMem_Free(data)
+        PyMem_Free(dtype)
+        PyMem_Free(shape)
+        PyMem_Free(spans)
+        PyMem_Free(scalar_data)
+    return None if writes else (sums, factor_sums)
 
 
 DTYPE_CODES = {np.dtype(np.float32): FO_FLOAT32, np.dtype(np.float64): FO_FLOAT64,

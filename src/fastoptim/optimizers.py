@@ -33,7 +33,7 @@ from fastoptim.clipping import clip_coefficient, total_norm
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "Adagrad", "RMSProp",
            "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "LAMB", "Lion",
-           "Rprop", "ASGD", "ScheduleFreeAdamW"]
+           "Rprop", "ASGD", "ScheduleFreeAdamW", "Adafactor"]
 
 # The options every optimizer takes besides its hyperparameters (keyword only), with their
 # defaults and one line each for help().
@@ -160,13 +160,12 @@ class Optimizer:
     def _build_state(self):
         """Fresh state buffers (rule.state: names and initial values) for every param."""
         h = self._state_hyperparameters()
-        names = self.rule.state(h)
         states = []
         for p in self.params:
             dtype = self.state_dtype or p.dtype
             st = {}
-            for name, initial in names:
-                st[name] = p.astype(dtype) if initial == "param" else np.full(p.shape, initial,
+            for name, initial, shape in self.rule.buffers(h, p.shape):
+                st[name] = p.astype(dtype) if initial == "param" else np.full(shape, initial,
                                                                               dtype)
             if self._copies is not None:
                 st["master_param"] = p
@@ -177,7 +176,10 @@ class Optimizer:
         # read-only mappings: change the arrays in place, never replace them (the kernel
         # call below holds these very arrays)
         self.state = tuple(StateView(i, st) for i, st in enumerate(states))
-        self._columns = {name: _kernel_arg([st[name] for st in states]) for name in states[0]}
+        # a param without some buffer (Adafactor's: row and column factors, or a variance)
+        # has None in its column
+        names = dict.fromkeys(name for st in states for name in st)
+        self._columns = {name: _kernel_arg([st.get(name) for st in states]) for name in names}
 
     def state_dict(self):
         """Plain data: optimizer kind, step count, hyperparameters, scalars and a copy of
@@ -211,7 +213,7 @@ class Optimizer:
             new_states = []
             for i, (own, st) in enumerate(zip(current, states)):
                 fresh = {}
-                for name in expected:
+                for name in expected[i]:
                     array = own.get(name)
                     if array is None or array.dtype != st[name].dtype:
                         array = np.empty_like(st[name])
@@ -266,8 +268,10 @@ class Optimizer:
         expected = [name for name, _ in self.rule.state(checked | {"lr": 0.0})]
         if self._copies is not None:
             expected.append("master_param")
+        expected = [[name for name in expected if self._buffer_shape(name, param) is not None]
+                    for param in self.params]
         for i, (param, st) in enumerate(zip(self.params, states)):
-            self._check_loaded_state(i, param, st, expected)
+            self._check_loaded_state(i, param, st, expected[i])
         scalars = {k: type(expected_scalars[k])(v) for k, v in scalars.items()}
         return int(step_count), checked, lr, scalars, states, expected
 
@@ -284,11 +288,17 @@ class Optimizer:
             dtype = own.dtype if own is not None else (self.state_dtype or param.dtype)
             if name == "master_param":
                 dtype = FLOAT32
-            if a.shape != param.shape or (a.dtype != dtype and not (
+            shape = self._buffer_shape(name, param)
+            if a.shape != shape or (a.dtype != dtype and not (
                     name != "master_param" and self.state_dtype is None
                     and compute_dtype(a.dtype) == compute_dtype(param.dtype))):
                 raise ValueError(f"state_dict state[{i}][{name!r}] is {a.dtype}{list(a.shape)}"
-                                 f", expected {dtype}{list(param.shape)}")
+                                 f", expected {dtype}{list(shape)}")
+
+    def _buffer_shape(self, name, param):
+        """The shape of state ``name`` of ``param`` (None: it has none)."""
+        return param.shape if name == "master_param" else self.rule.buffer_shape(name,
+                                                                                 param.shape)
 
     def save(self, path):
         """Write a checkpoint (.npz) atomically: a crash mid-save leaves the old file."""
@@ -332,7 +342,7 @@ class Optimizer:
         call = self.rule.kernel({**self._hyper, "lr": lr}, lr, self.step_count + 1,
                                 self.scalars)
         kernel = getattr(kernels, call.kernel)
-        buffers = [None if name is None else self._columns[name] for name in call.buffers]
+        buffers = [None if name is None else self._columns.get(name) for name in call.buffers]
         with _interrupts.deferred():
             kernel(_kernel_arg(self.params), _kernel_arg(grads), *buffers, **call.kwargs,
                    grad_factor=factor, param_copy=_kernel_arg(self._copies),
@@ -524,6 +534,10 @@ class Rprop(Optimizer):
 
 class ASGD(Optimizer):
     rule = rules.ASGD
+
+
+class Adafactor(Optimizer):
+    rule = rules.ADAFACTOR
 
 
 class ScheduleFreeAdamW(Optimizer):

@@ -20,8 +20,15 @@ back, so a failed or interrupted call changes nothing. ``threads`` is accepted a
 import numpy as np
 
 from fastoptim import _bind, _interrupts, _rounding
-from fastoptim._checks import FLOAT32, FLOAT64, check_call
-from fastoptim._kernel_specs import ADAM_DENOMINATORS, MOMENTUM_FORMS
+from fastoptim._checks import (
+    BFLOAT16,
+    FLOAT16,
+    FLOAT32,
+    FLOAT64,
+    check_call,
+    check_shaped_call,
+)
+from fastoptim._kernel_specs import ADAM_DENOMINATORS, MOMENTUM_FORMS, matrix_shape
 from fastoptim.reference_ewma import ewma_scan  # noqa: F401  (the scan's spec: its own module)
 
 __all__ = _bind.__all__ + ["ewma_scan"]
@@ -30,8 +37,12 @@ REDUCE_BLOCK, REDUCE_LANES = 2048, 16      # FO_REDUCE_BLOCK, FO_REDUCE_LANES in
 
 
 def run(kernel, buffers, scalars, *, step=1, param_copy=None, stochastic=False, seed=0,
-        param_index=0, threads=0, writes=True):
+        param_index=0, threads=0, writes=True, factor_sums=None):
     """The NumPy twin of fastoptim._kernels.run: same arguments, same results."""
+    if kernel.state_shape is not None:     # its state is not of the param's shape
+        return run_factored(kernel, buffers, scalars, factor_sums=factor_sums, step=step,
+                            param_copy=param_copy, stochastic=stochastic, seed=seed,
+                            param_index=param_index, threads=threads, writes=writes)
     groups = check_call(kernel.roles, buffers, param_copy, writes)
     loop = LOOPS[kernel.name]
     per_array = isinstance(scalars, list)
@@ -272,6 +283,136 @@ def sum_abs_loop(s, x):
 
 def max_abs_loop(s, x):
     return (float(np.max(np.abs(x))) if x.size else 0.0), _nonfinite(x)
+
+
+# -- Adafactor (csrc/adafactor.c): row and column factors, so its own runner ----------------------
+
+ROW_BLOCK, ROW_BLOCKS = 32, 16      # FO_ADAFACTOR_ROW_BLOCK, FO_ADAFACTOR_ROW_BLOCKS
+MACHINE_EPSILON = {FLOAT32: 2.0**-23, FLOAT64: 2.0**-52, FLOAT16: 2.0**-10, BFLOAT16: 2.0**-7}
+
+
+def run_factored(kernel, buffers, scalars, *, factor_sums=None, step=1, param_copy=None,
+                 stochastic=False, seed=0, param_index=0, threads=0, writes=True):
+    """The NumPy twin of fastoptim._kernels.run_factored. writes=False measures: returns
+    (sums, factor_sums), per array the sums of p*p and u*u, and per factored array the row
+    then column sums of g*g. writes=True applies, from those factor_sums, with one set of
+    scalars per array; every new value is computed before the first write."""
+    groups = check_shaped_call(kernel.roles, kernel.state_shape, buffers, param_copy, writes)
+    per_array = isinstance(scalars, list)
+    if per_array and len(scalars) != len(groups):
+        raise ValueError(f"{kernel.name}: {len(scalars)} scalar sets for {len(groups)} arrays")
+    shapes = [matrix_shape(group[0].shape) for group in groups]
+    needed = sum(b * (r + c) for (b, r, c), group in zip(shapes, groups) if group[2] is not None)
+    if writes and not (isinstance(factor_sums, np.ndarray) and factor_sums.dtype == FLOAT64
+                       and factor_sums.shape == (needed,)):
+        raise ValueError(f"factor_sums must be the float64 array of {needed} sums the "
+                         "measuring call (writes=False) returned")
+    sums, measured, results, offset = [], [], [], 0
+    for i, (group, (batch, rows, cols)) in enumerate(zip(groups, shapes)):
+        param, grad, row_var, col_var, variance = group[:5]
+        compute = FLOAT64 if param.dtype == FLOAT64 else FLOAT32
+        s = kernel.scalars(*(scalars[i] if per_array else scalars))
+        if s.machine_eps1 != 0:
+            s = s._replace(eps1=MACHINE_EPSILON[param.dtype])
+        s = kernel.scalars(*(compute.type(v) for v in s))
+        count = batch * (rows + cols) if row_var is not None else 0
+        own_sums = factor_sums[offset:offset + count] if writes else np.zeros(count)
+        offset += count
+        if param.size == 0:     # left as it is
+            sums.append((0.0, 0.0))
+            measured.append(own_sums)
+            continue
+        p = param.astype(compute).reshape(batch, rows, cols)
+        g = grad.astype(compute).reshape(batch, rows, cols)
+        with np.errstate(all="ignore"):     # NaN and inf propagate silently, as in C
+            p_new, g = _prologue(s, p, g)
+            factors = None
+            if row_var is not None:
+                if not writes:
+                    squares = _square(g).reshape(batch, rows, cols)
+                    own_sums[:] = np.concatenate([
+                        ordered_row_sums(squares.reshape(-1, cols)),
+                        column_sums(squares, max(ROW_BLOCK, -(-rows // ROW_BLOCKS))).ravel()])
+                factors = adafactor_factors(s, row_var.astype(compute), col_var.astype(compute),
+                                            own_sums, batch, rows, cols)
+            u, v_new = adafactor_update(s, g, variance, factors)
+            if not writes:
+                sums.append((sum_of_rows(_square(p).reshape(-1, cols)),
+                             sum_of_rows(_square(u).reshape(-1, cols))))
+                measured.append(own_sums)
+                continue
+            p_new = p_new - s.step_size * u
+        new = [p_new, None, None, None, v_new]
+        if factors is not None:
+            new[2], new[3] = factors[0], factors[1]
+        results.append((i, group, new))
+    if not writes:
+        return np.array(sums, dtype=np.float64).reshape(len(groups), 2), np.concatenate(
+            [np.zeros(0)] + measured)
+    with _interrupts.deferred():
+        for i, group, new in results:
+            for role, values in enumerate(new):
+                if values is not None:
+                    _store(group[role], values.reshape(group[role].shape), stochastic, seed,
+                           step, param_index + i, role)
+            if group[-1] is not None:
+                _store(group[-1], new[0].reshape(group[-1].shape), stochastic, seed, step,
+                       param_index + i, len(group) - 1)
+    return None
+
+
+def adafactor_factors(s, row_var, col_var, factor_sums, batch, rows, cols):
+    """loops/adafactor.h's adafactor_factors for every matrix: the new row and column
+    variances (batch, rows, 1) and (batch, 1, cols), and the roots of the denominator."""
+    row_sums = factor_sums[:batch * rows].reshape(batch, rows, 1)
+    col_sums = factor_sums[batch * rows:].reshape(batch, 1, cols)
+    compute = type(s.beta2)
+    row_new = s.beta2 * row_var.reshape(batch, rows, 1) + s.one_minus_beta2 * (
+        row_sums / cols).astype(compute)
+    total = np.cumsum(row_new.astype(np.float64), axis=1)[:, -1:, :]   # in row order
+    mean = np.maximum((total / rows).astype(compute), s.eps1)
+    col_new = s.beta2 * col_var.reshape(batch, 1, cols) + s.one_minus_beta2 * (
+        col_sums / rows).astype(compute)
+    return row_new, col_new, np.sqrt(row_new), np.sqrt(col_new / mean)
+
+
+def adafactor_update(s, g, variance, factors):
+    """u = g / den (loops/adafactor.h's adafactor_body), and the new variance when the
+    param is not factored."""
+    if factors is not None:
+        return g / np.maximum(factors[2] * factors[3], s.eps1), None
+    v = s.beta2 * variance.astype(g.dtype).reshape(g.shape) + s.one_minus_beta2 * (g * g)
+    return g / np.maximum(np.sqrt(v), s.eps1), v
+
+
+def ordered_row_sums(terms):
+    """Per row of the 2-D float64 ``terms``, its sum in the C order of a reduction (that of
+    ordered_sum, row by row)."""
+    rows, cols = terms.shape
+    blocks = -(-cols // REDUCE_BLOCK)
+    padded = np.zeros((rows, blocks * REDUCE_BLOCK))
+    padded[:, :cols] = terms
+    lanes = np.cumsum(padded.reshape(rows, blocks, REDUCE_BLOCK // REDUCE_LANES, REDUCE_LANES),
+                      axis=2)[:, :, -1, :]
+    while lanes.shape[2] > 1:
+        lanes = lanes[:, :, 0::2] + lanes[:, :, 1::2]
+    return np.cumsum(lanes[:, :, 0], axis=1)[:, -1]
+
+
+def sum_of_rows(terms):
+    """The sum of 2-D float64 ``terms``: each row's ordered sum, the rows added in order."""
+    return float(np.cumsum(ordered_row_sums(terms))[-1])
+
+
+def column_sums(terms, row_block):
+    """Per matrix and column of the (batch, rows, cols) float64 ``terms``: within each block
+    of ``row_block`` rows the column added in row order from 0, the blocks added in order."""
+    batch, rows, cols = terms.shape
+    blocks = -(-rows // row_block)
+    padded = np.zeros((batch, blocks * row_block, cols))
+    padded[:, :rows] = terms
+    per_block = np.cumsum(padded.reshape(batch, blocks, row_block, cols), axis=2)[:, :, -1, :]
+    return np.cumsum(per_block, axis=1)[:, -1, :]
 
 
 # the loop of each C kernel (csrc/kernels.c's registry), by the registry's name

@@ -20,7 +20,7 @@ from fastoptim._checks import (
     check_real,
     check_unit_interval,
 )
-from fastoptim._kernel_specs import MOMENTUM_FORMS, check_momentum_form
+from fastoptim._kernel_specs import MOMENTUM_FORMS, adafactor_state_shape, check_momentum_form
 
 
 class Hyper(NamedTuple):
@@ -56,7 +56,19 @@ class Rule:
     check: Callable = lambda h: None    # checks that involve several hyperparameters
     torch_name: str = ""        # its name in torch.optim, when torch has it
     fixed: dict = dataclasses.field(default_factory=dict)   # hyperparameters it pins
+    # (buffer name, param shape) -> the buffer's shape, None when such a param has none;
+    # None: every buffer has its param's shape (Adafactor's row and column factors do not)
+    state_shape: Optional[Callable] = None
 
+    def buffers(self, h, shape):
+        """The state buffers of a param of ``shape``: (name, initial value, shape) each."""
+        shape = tuple(shape)
+        found = ((name, initial, self.buffer_shape(name, shape)) for name, initial in self.state(h))
+        return tuple(b for b in found if b[2] is not None)
+
+    def buffer_shape(self, name, shape):
+        """The shape of state buffer ``name`` for a param of ``shape`` (None: it has none)."""
+        return tuple(shape) if self.state_shape is None else self.state_shape(name, tuple(shape))
 
     def defaults(self):
         return {h.name: h.default for h in self.hyperparameters}
@@ -467,6 +479,49 @@ LAMB = Rule(
     kernel=_lamb_kernel)
 
 
+def _adafactor_kernel(h, lr, step, scalars):
+    eps1, eps2 = h["eps"]
+    kwargs = dict(lr=lr, step=step, beta2_decay=h["beta2_decay"], eps1=eps1, eps2=eps2,
+                  d=h["d"], weight_decay=h["weight_decay"], maximize=h["maximize"])
+    return KernelCall("adafactor_step", ("row_var", "col_var", "variance"), kwargs, {})
+
+
+def _adafactor_eps(name, value):
+    return None if value is None and name == "eps[0]" else check_nonnegative(name, value)
+
+
+ADAFACTOR = Rule(
+    name="Adafactor", torch_name="Adafactor",
+    summary="Adam-like steps with a factored second moment (Shazeer & Stern 2018): a matrix "
+            "keeps one average of g^2 per row and per column, so its state is rows + columns "
+            "instead of rows x columns; steps are relative to the param's RMS and clipped.",
+    formula="b2 = 1 - t^beta2_decay;  rho = min(lr, 1/sqrt(t));  alpha = max(eps2, RMS(p))*rho;"
+            "  p <- p*(1 - lr*wd)\n"
+            "matrices (2+ dims, leading ones are batch): R <- b2*R + (1-b2)*mean_cols(g^2), "
+            "C <- b2*C + (1-b2)*mean_rows(g^2),\n"
+            "  den = max(sqrt(R)*sqrt(C/max(mean(R), eps1)), eps1);  others: "
+            "v <- b2*v + (1-b2)*g^2, den = max(sqrt(v), eps1)\n"
+            "u = g/den;  p <- p - alpha/max(1, RMS(u)/d)*u  (eps1 None: the dtype's machine "
+            "epsilon)",
+    hyperparameters=(
+        Hyper("lr", 1e-2, _lr, "the largest relative step size, min(lr, 1/sqrt(t)); also "
+                               "the rate of the weight decay"),
+        Hyper("beta2_decay", -0.8, _real("beta2_decay", high=0.0),
+              "the second moment's decay rate is 1 - t^beta2_decay"),
+        Hyper("eps", (None, 1e-3), _pair("eps", _adafactor_eps),
+              "(eps1, eps2): the floor of the denominator (None: the param dtype's machine "
+              "epsilon) and of RMS(p) in the step size"),
+        Hyper("d", 1.0, _real("d", 1.0), "clipping threshold: an update of RMS above d is "
+                                         "scaled down to d"),
+        Hyper("weight_decay", 0.0, _nonnegative("weight_decay"),
+              "decoupled: p <- p*(1 - lr*wd) first"),
+        MAXIMIZE),
+    positional=5,
+    state=lambda h: (("row_var", 0.0), ("col_var", 0.0), ("variance", 0.0)),
+    state_shape=adafactor_state_shape,
+    kernel=_adafactor_kernel)
+
+
 # -- sign-based ----------------------------------------------------------------------------------------
 
 def _lion_kernel(h, lr, step, scalars):
@@ -603,7 +658,7 @@ SCHEDULEFREE_ADAMW = Rule(
 
 RULES = {rule.name: rule for rule in (
     SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM,
-    LAMB, LION, RPROP, ASGD, SCHEDULEFREE_ADAMW)}
+    LAMB, LION, RPROP, ASGD, SCHEDULEFREE_ADAMW, ADAFACTOR)}
 
 
 

@@ -53,7 +53,7 @@ from fastoptim._checks import (
 from fastoptim.clipping import clip_coefficient, total_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam",
-           "RAdam", "Rprop", "ASGD", "Lion", "LAMB", "ScheduleFreeAdamW"]
+           "RAdam", "Rprop", "ASGD", "Lion", "LAMB", "ScheduleFreeAdamW", "Adafactor"]
 
 _TORCH_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
                  torch.float16: np.dtype(np.float16), torch.bfloat16: BFLOAT16}
@@ -109,6 +109,12 @@ def _flat_view(tensor):
     return flat.numpy()
 
 
+def _view(tensor, shaped):
+    """The kernels' view of a tensor: flat, or, for a rule whose state is not of its
+    param's shape (Adafactor), in its own shape (the tensor is contiguous then)."""
+    return _flat_view(tensor).reshape(tensor.shape) if shaped else _flat_view(tensor)
+
+
 def _check_tensor(tensor, what):
     """A tensor the kernels may update in place, or the error that says why not."""
     if not isinstance(tensor, torch.Tensor):
@@ -130,9 +136,11 @@ def _check_tensor(tensor, what):
                          f"{tensor.stride()}): its elements overlap or leave gaps")
 
 
-def _dry_run(kernel, buffers, scalars, **options):
+def _dry_run(kernel, buffers, scalars, writes=True, **options):
     """A runner that runs nothing (sums of zeros): a kernel function called with it only
-    checks its arguments."""
+    checks its arguments. Adafactor's measuring pass gets no arrays' sums at all."""
+    if kernel.state_shape is not None and not writes:
+        return np.zeros((0, kernel.sums)), None
     return np.zeros((1, kernel.sums)) if kernel.sums else None
 
 
@@ -171,15 +179,16 @@ class _Grads:
     """A group's gradients this step: the tensors, their addresses and, made when first
     needed, their flat views."""
 
-    def __init__(self, tensors, addresses):
+    def __init__(self, tensors, addresses, shaped=False):
         self.tensors = tensors
         self.addresses = addresses
+        self.shaped = shaped
         self._views = None
 
     @property
     def views(self):
         if self._views is None:
-            self._views = [_flat_view(t) for t in self.tensors]
+            self._views = [_view(t, self.shaped) for t in self.tensors]
         return self._views
 
 
@@ -279,11 +288,14 @@ class _Optimizer(torch.optim.Optimizer):
                     st = self.state.get(p)
                     if not st:
                         continue
-                    missing = [n for n in needed if n not in st]
+                    missing = [n for n in needed if n not in st
+                               and self._buffer_shape(n, p) is not None]
                     if missing:
                         raise ValueError(f"state_dict: the state of {_param_name(group, g, i)}"
                                          f" lacks {missing}")
                     for key in needed:
+                        if self._buffer_shape(key, p) is None:
+                            continue
                         value = st[key]
                         if not torch.is_tensor(value):
                             raise TypeError(f"state_dict: state[{key!r}] of "
@@ -293,11 +305,11 @@ class _Optimizer(torch.optim.Optimizer):
                             raise ValueError(f"state_dict: state['step'] of "
                                              f"{_param_name(group, g, i)} must be one number "
                                              f">= 0, got {value!r}"[:300])
-                        if key != "step" and value.shape != p.shape:
+                        shape = self._buffer_shape(key, p)
+                        if key != "step" and tuple(value.shape) != shape:
                             raise ValueError(f"state_dict: state[{key!r}] of "
                                              f"{_param_name(group, g, i)} has shape "
-                                             f"{tuple(value.shape)}, the param "
-                                             f"{tuple(p.shape)}")
+                                             f"{tuple(value.shape)}, not {shape}")
         except BaseException:
             self.state, self.param_groups = saved
             raise
@@ -348,6 +360,12 @@ class _Optimizer(torch.optim.Optimizer):
     def _scalar_names(self, h):
         return [] if self._group_scalars else list(self.rule.scalars(h))
 
+    def _buffer_shape(self, key, p):
+        """The shape of state ``key`` of param p (None: p has no such buffer)."""
+        if key in ("step", "master_param"):
+            return tuple(p.shape)
+        return self.rule.buffer_shape(key, p.shape)
+
     # -- plans -------------------------------------------------------------------------------
 
     def _fingerprint(self, plan):
@@ -383,9 +401,15 @@ class _Optimizer(torch.optim.Optimizer):
         columns = ["param"] + keys + (["copy"] if master else [])
         views = {name: [] for name in columns}
         merged_states = []
+        shaped = self.rule.state_shape is not None
         for p in params:
             name = _param_name(group, g, _position(group, p))
             _check_tensor(p, name)
+            if shaped and not p.is_contiguous():
+                raise ValueError(f"{name} is not contiguous (strides {p.stride()}): "
+                                 f"{type(self).__name__} keeps row and column state, which "
+                                 "needs the param's rows in memory order")
+            own = [key for key in keys if self.rule.buffer_shape(key, p.shape) is not None]
             if master and p.dtype not in (torch.bfloat16, torch.float16):
                 raise TypeError(f"{name}: master_weights=True keeps float32 copies of "
                                 f"bfloat16/float16 params; this one is {p.dtype}")
@@ -398,30 +422,32 @@ class _Optimizer(torch.optim.Optimizer):
                 fresh["master_param"] = p.detach().to(
                     torch.float32, memory_format=torch.preserve_format, copy=True)
             stepped = fresh.get("master_param", st.get("master_param", p))
-            for key in keys:
+            for key in own:
                 old = st.get(key)
+                shape = self.rule.buffer_shape(key, p.shape)
                 if old is None:
-                    fresh[key] = self._new_buffer(p, stepped, initial[key])
-                elif (not torch.is_tensor(old) or old.shape != p.shape
-                      or old.stride() != p.stride()):
+                    fresh[key] = self._new_buffer(p, stepped, initial[key], shape)
+                elif (not torch.is_tensor(old) or tuple(old.shape) != shape
+                      or not (old.stride() == p.stride() if shape == tuple(p.shape)
+                              else old.is_contiguous())):
                     # e.g. a contiguous buffer loaded for a channels_last param: the same
                     # values in the param's layout
                     _check_tensor(old, f"state[{key!r}] of {name}")
-                    if old.shape != p.shape:
+                    if tuple(old.shape) != shape:
                         raise ValueError(f"state[{key!r}] of {name} has shape "
-                                         f"{tuple(old.shape)}, the param {tuple(p.shape)}")
-                    fresh[key] = torch.empty_like(p, dtype=old.dtype).copy_(old)
+                                         f"{tuple(old.shape)}, expected {shape}")
+                    fresh[key] = self._new_buffer(p, stepped, 0.0, shape, old.dtype).copy_(old)
             merged = {**st, **fresh}
-            for key in keys + (["master_param"] if master else []):
+            for key in own + (["master_param"] if master else []):
                 _check_tensor(merged[key], f"state[{key!r}] of {name}")
                 if (merged[key].dtype == torch.float64) != (p.dtype == torch.float64):
                     raise TypeError(f"state[{key!r}] of {name} is {merged[key].dtype} but "
                                     f"the param is {p.dtype}")
-            views["param"].append(_flat_view(merged["master_param"] if master else p))
+            views["param"].append(_view(merged["master_param"] if master else p, shaped))
             if master:
-                views["copy"].append(_flat_view(p))
+                views["copy"].append(_view(p, shaped))
             for key in keys:
-                views[key].append(_flat_view(merged[key]))
+                views[key].append(_view(merged[key], shaped) if key in own else None)
             merged_states.append((p, fresh, merged))
         # the group's counters (torch's per-param "step", NAdam's "mu_product", ...) side by
         # side in one tensor each: state[p][name] becomes a view of its element
@@ -433,17 +459,19 @@ class _Optimizer(torch.optim.Optimizer):
             for (_, fresh, merged), view in zip(merged_states, shared.unbind()):
                 fresh[key] = merged[key] = view
             plan.counters[key] = shared.numpy()
-        for name in columns:
+        for name in columns:    # (None: a param without that buffer; address 0)
             plan.views[name] = views[name]
-            plan.addresses[name] = np.array([v.ctypes.data for v in views[name]], np.int64)
+            plan.addresses[name] = np.array([0 if v is None else v.ctypes.data
+                                             for v in views[name]], np.int64)
             if codes is not None:   # the compiled backend's table (_run)
-                plan.dtypes[name] = np.array([codes[v.dtype] for v in views[name]], np.int32)
+                plan.dtypes[name] = np.array([-1 if v is None else codes[v.dtype]
+                                              for v in views[name]], np.int32)
         plan.n = np.array([p.numel() for p in params], np.int64)
         # the written memory, sorted: no two pieces may overlap, and each step's gradients
         # are checked against it (_grads) before anything is written
         starts = np.concatenate([plan.addresses[c] for c in columns])
-        ends = starts + np.concatenate([[v.nbytes for v in views[c]] for c in columns]).astype(
-            np.int64)
+        ends = starts + np.concatenate([[0 if v is None else v.nbytes for v in views[c]]
+                                        for c in columns]).astype(np.int64)
         order = np.argsort(starts, kind="stable")
         plan.written = (starts[order], ends[order])
         if (ends[order][:-1] > starts[order][1:]).any():
@@ -451,10 +479,12 @@ class _Optimizer(torch.optim.Optimizer):
         plan.pending = [(p, fresh) for p, fresh, _ in merged_states if fresh]
         return plan
 
-    def _new_buffer(self, p, stepped, initial):
-        dtype = self._state_dtype(p)
+    def _new_buffer(self, p, stepped, initial, shape=None, dtype=None):
+        dtype = dtype or self._state_dtype(p)
         if initial == "param":
             return stepped.detach().to(dtype, memory_format=torch.preserve_format, copy=True)
+        if shape is not None and shape != tuple(p.shape):   # Adafactor's row, column state
+            return torch.full(shape, initial, dtype=dtype)
         return torch.full_like(p, initial, dtype=dtype, memory_format=torch.preserve_format)
 
     def _state_dtype(self, p):
@@ -544,7 +574,7 @@ class _Optimizer(torch.optim.Optimizer):
                        for p, t in zip(plan.params, tensors)]
             addresses = [t.data_ptr() for t in tensors]
         addresses = np.array(addresses, np.int64)
-        grads = _Grads(tensors, addresses)
+        grads = _Grads(tensors, addresses, shaped=self.rule.state_shape is not None)
         # a gradient may not share memory with anything the step writes
         starts, ends = plan.written
         grad_ends = addresses + plan.n * plan.params[0].element_size()
@@ -613,7 +643,7 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _run(self, kernels, compiled, kernel, plan, grads, buffers, members, kwargs):
         """One kernel call over the plan's params (or the ``members`` among them)."""
-        if not compiled:
+        if not compiled or self.rule.state_shape is not None:  # Adafactor: arrays, not a table
             def pick(column):
                 return column if members is None else [column[i] for i in members]
             copy = plan.views.get("copy")
@@ -661,7 +691,8 @@ class _Optimizer(torch.optim.Optimizer):
             labeled = [(plan.views["param"][i], name, True)]
             if grads is not None:
                 labeled.append((grads.views[i], f"the grad of {name}", False))
-            labeled += [(plan.views[k][i], f"state[{k!r}] of {name}", True) for k in plan.keys]
+            labeled += [(plan.views[k][i], f"state[{k!r}] of {name}", True) for k in plan.keys
+                        if plan.views[k][i] is not None]
             if "copy" in plan.views:
                 labeled.append((plan.views["copy"][i], name, True))
             spans += [(*np.lib.array_utils.byte_bounds(a), written, label)
@@ -764,5 +795,6 @@ Rprop = _optimizer(rules.RPROP)
 ASGD = _optimizer(rules.ASGD)
 Lion = _optimizer(rules.LION)
 LAMB = _optimizer(rules.LAMB)
+Adafactor = _optimizer(rules.ADAFACTOR)
 ScheduleFreeAdamW = type("ScheduleFreeAdamW", (_ScheduleFree, _Optimizer),
                          {"rule": rules.SCHEDULEFREE_ADAMW, "__module__": __name__})

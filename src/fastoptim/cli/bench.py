@@ -18,6 +18,7 @@ section is one more entry there.
 import gc
 import importlib
 import itertools
+import math
 import os
 import platform
 import statistics
@@ -48,6 +49,9 @@ class Twin(NamedTuple):
     torch: Optional[str]
     torch_args: dict
     in_default_run: bool = True
+    # the params as near-square matrices of n elements, not vectors (Adafactor factors
+    # matrices); the limit and "val" then count the state buffers of the param's size only
+    matrix: bool = False
 
 
 # One line per optimizer: what `bench` can time (--optimizers picks from these names).
@@ -73,6 +77,9 @@ TWINS = {
     "Lion": Twin("Lion", {}, None, {}, in_default_run=False),
     "ScheduleFreeAdamW": Twin("ScheduleFreeAdamW", {}, None, {}, in_default_run=False),
     "LAMB": Twin("LAMB", {}, None, {}, in_default_run=False),
+    # on a matrix (its factored case)
+    "Adafactor": Twin("Adafactor", dict(lr=1e-2), "Adafactor", dict(lr=1e-2),
+                      in_default_run=False, matrix=True),
 }
 DEFAULT_OPTIMIZERS = tuple(name for name, twin in TWINS.items() if twin.in_default_run)
 QUICK_OPTIMIZERS = ("SGD", "Adam")
@@ -130,10 +137,12 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
     twin = TWINS[optimizer]
     cls = getattr(fastoptim, twin.fastoptim)
     rng = np.random.default_rng(n)
-    params = [rng.standard_normal(n, dtype=dtype) for _ in range(arrays)]
-    grads = [rng.standard_normal(n, dtype=dtype) for _ in range(arrays)]
+    shape = matrix_shape(n) if twin.matrix else (n,)
+    params = [rng.standard_normal(shape, dtype=dtype) for _ in range(arrays)]
+    grads = [rng.standard_normal(shape, dtype=dtype) for _ in range(arrays)]
     fast = _training(cls(params, backend="c", threads=threads, **twin.fastoptim_args))
-    values = 1 + 2 * (1 + len(fast.state[0]))   # grad read; param and each state read + written
+    state = [a for a in fast.state[0].values() if a.size == n]  # the param-sized buffers
+    values = 1 + 2 * (1 + len(state))   # grad read; param and each state read + written
     steps = {}
     if "fastoptim" in which:
         steps["fastoptim"] = partial(fast.step, grads)
@@ -143,8 +152,8 @@ def make_problem(optimizer, dtype, n, *, arrays=1, threads=None, torch=None,
         # pages are real memory and not the kernel's shared zero page
         zeros = np.empty_like(params[0])
         zeros.fill(0)
-        steps["limit"] = partial(kernels.movement_loop, [params[0], *fast.state[0].values()],
-                                 (zeros,), threads=threads)
+        steps["limit"] = partial(kernels.movement_loop, [params[0], *state], (zeros,),
+                                 threads=threads)
     if "numpy" in which:
         steps["numpy"] = partial(
             _training(cls(params, backend="numpy", **twin.fastoptim_args)).step, grads)
@@ -172,6 +181,12 @@ def _training(optimizer):
     if hasattr(optimizer, "train"):
         optimizer.train()
     return optimizer
+
+
+def matrix_shape(n):
+    """The most nearly square (rows, cols) of n elements, rows <= cols."""
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+    return rows, n // rows
 
 
 class Timing(NamedTuple):
