@@ -77,12 +77,14 @@ def run_options(step, options):
     for name in options:
         if name not in RUN_OPTIONS:
             raise TypeError(f"unexpected keyword argument {name!r}")
-    o = {**RUN_OPTIONS, **options}
-    check_choice("rounding", o["rounding"], ROUNDINGS)
-    return dict(step=step, param_copy=o["param_copy"],
-                stochastic=o["rounding"] == "stochastic", seed=check_seed(o["seed"]),
-                param_index=check_int("param_index", o["param_index"], 0),
-                threads=check_threads(o["threads"]))
+    get = options.get
+    rounding = get("rounding", "nearest")
+    if type(rounding) is not str or rounding != "nearest":
+        check_choice("rounding", rounding, ROUNDINGS)
+    return dict(step=step, param_copy=get("param_copy"), stochastic=rounding == "stochastic",
+                seed=check_seed(get("seed", 0)),
+                param_index=check_int("param_index", get("param_index", 0), 0),
+                threads=check_threads(get("threads")))
 
 
 def scalars_type(name, fields):
