@@ -75,7 +75,8 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
         for (int j = 0; j < roles; j++)
             key[j] = fo_rounding_key(&c->rounding, c->first_index + a, j);
 
-    _Alignas(64) float block[FO_MAX_ROLES][FO_REDUCE_BLOCK];
+    /* rows padded by a cache line: rows 8 KiB apart would alias in the 4 KiB store-to-load check */
+    _Alignas(64) float block[FO_MAX_ROLES][FO_REDUCE_BLOCK + 16];
     float *buf[FO_MAX_ROLES];
     for (int64_t b = lo; b < hi; b += step) {
         int64_t len = min64(step, hi - b);

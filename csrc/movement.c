@@ -12,7 +12,7 @@
 #include "fastoptim.h"
 #include "simd.h"
 
-enum { MOVEMENT_BLOCK = 512 };
+enum { MOVEMENT_BLOCK = 128 };   /* short bursts per buffer: longer ones defeat the prefetchers */
 
 typedef struct {
     void *const *updated;

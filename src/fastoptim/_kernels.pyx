@@ -626,6 +626,22 @@ cdef inline void *_data(object array) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>array)
 
 
+cdef bint _movement_buffer(object a, bint written, int64_t n, _span *span) noexcept:
+    """A plain C-contiguous float array of n elements (writable if written): the fast check
+    of movement_loop (check_call explains a refusal)."""
+    if type(a) is not np.ndarray:
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray>a
+    if (_dtype_code(cnp.PyArray_TYPE(x)) < 0 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
+            or not cnp.PyArray_ISNOTSWAPPED(x) or not cnp.PyArray_ISALIGNED(x)
+            or (written and not cnp.PyArray_ISWRITEABLE(x)) or cnp.PyArray_SIZE(x) != n):
+        return False
+    span.start = <char *>cnp.PyArray_DATA(x)
+    span.end = span.start + cnp.PyArray_NBYTES(x)
+    span.written = written
+    return True
+
+
 def movement_loop(updated, read_only, threads=None):
     """u <- u + r (as integers of u's element size) for every array u of ``updated``, r the
     one array of ``read_only``: the memory traffic of a one-pass kernel over the same
@@ -635,6 +651,7 @@ def movement_loop(updated, read_only, threads=None):
     (grad,)), a read only. Buffers of any float dtype, one element count."""
     cdef void *u[4]
     cdef int size[4]
+    cdef _span spans[5]
     cdef Py_ssize_t j, k
     if isinstance(updated, np.ndarray) or isinstance(read_only, np.ndarray):
         raise TypeError("updated and read_only must be sequences of arrays, e.g. (param,)")
@@ -645,25 +662,32 @@ def movement_loop(updated, read_only, threads=None):
         raise ValueError(f"updated must hold 0 to 4 arrays, got {k}")
     if len(read_only) != 1:
         raise ValueError(f"read_only must hold exactly 1 array, got {len(read_only)}")
-    from fastoptim._kernel_specs import Role
-    if k == 0:      # a read-only pass
-        arrays = (None, check_call((Role("read_only[0]"),), (read_only[0],), writes=False)[0][0])
-    else:
-        roles = tuple(Role(f"updated[{j}]") for j in range(k))
-        arrays = check_call((roles[0], Role("read_only[0]")) + roles[1:],
-                            (updated[0], read_only[0]) + updated[1:])[0]
-        if any(a.size != arrays[0].size for a in arrays[:k + 1]):
-            raise ValueError("every buffer must have the same number of elements")
-        u[0] = cnp.PyArray_DATA(arrays[0])
-        size[0] = arrays[0].itemsize
-    for j in range(1, k):
-        u[j] = cnp.PyArray_DATA(arrays[j + 1])
-        size[j] = arrays[j + 1].itemsize
-    cdef cnp.ndarray r = arrays[1]
+    r = read_only[0]
+    cdef int64_t n = r.size if type(r) is np.ndarray else -1
+    cdef bint plain = _movement_buffer(r, False, n, &spans[k])
+    for j in range(k):
+        plain = plain and _movement_buffer(updated[j], True, n, &spans[j])
+        # float64 goes with float64 only; float32, bfloat16 and float16 mix (as in kernels)
+        plain = plain and ((<cnp.ndarray>updated[j]).itemsize == 8) == ((<cnp.ndarray>r).itemsize == 8)
+    if not plain or _any_written_overlap(spans, k + 1):     # the checks that explain why
+        from fastoptim._kernel_specs import Role
+        if k == 0:
+            check_call((Role("read_only[0]"),), (r,), writes=False)
+        else:
+            roles = tuple(Role(f"updated[{j}]") for j in range(k))
+            arrays = check_call((roles[0], Role("read_only[0]")) + roles[1:],
+                                (updated[0], r) + updated[1:])[0]
+            if any(a.size != arrays[0].size for a in arrays[:k + 1]):
+                raise ValueError("every buffer must have the same number of elements")
+            # accepted: subclasses and the like, stepped as plain views
+            return movement_loop(arrays[:1] + arrays[2:], arrays[1:2], threads)
+        return movement_loop((), (np.asarray(r),), threads)
+    for j in range(k):
+        u[j] = cnp.PyArray_DATA(<cnp.ndarray>updated[j])
+        size[j] = (<cnp.ndarray>updated[j]).itemsize
     cdef int nt = check_threads(threads) or fo_max_threads()
-    cdef int read_size = r.itemsize
-    cdef const void *r_data = cnp.PyArray_DATA(r)
-    cdef int64_t n = r.size
+    cdef int read_size = (<cnp.ndarray>r).itemsize
+    cdef const void *r_data = cnp.PyArray_DATA(<cnp.ndarray>r)
     with nogil:
         fo_movement(u, size, <int>k, r_data, read_size, n, nt)
 
