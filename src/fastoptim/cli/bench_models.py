@@ -6,8 +6,9 @@ Models: 200 × Linear(64, 64) (400 tensors, 0.8M parameters: per-tensor overhead
 12 × Linear(1024, 1024) (24 tensors, 12.6M: memory-bound), and a small channels_last conv
 net (the usual fast CPU layout). Each variant has its own model (the same initial values)
 and the same fixed gradients, takes one untimed step (state creation), then the variants
-are timed in interleaved rounds; the result is the median of the rounds with the
-interquartile range.
+are timed in interleaved rounds, twice: steps back to back, and each step right after a
+torch matmul (a training step follows the backward pass, whose OpenMP threads may still
+spin on the cores). The result is the median with the interquartile range.
 
 The per-tensor cost is the slope of the step time over models of 100, 200 and 400 tiny
 tensors (64 elements each: the arithmetic is negligible), for each adapter, next to
@@ -43,15 +44,30 @@ ADAPTERS = {"Adam": {}, "AdamW": {}, "SGD": dict(momentum=0.9), "RMSprop": {},
 TENSOR_COUNTS = (100, 200, 400)
 
 
-def _interleaved(steps, repeats):
+def _interleaved(steps, repeats, before=None):
+    """Quartiles (ms) of each step over rounds that visit every variant in turn. Without
+    ``before`` a variant takes three steps per visit and the last two are timed: back to
+    back, as in a loop that only steps. With it, every timed step follows one untimed call
+    of ``before`` (a torch matmul: as after the backward pass)."""
     samples = {name: [] for name in steps}
     names = list(steps)
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            steps[name]()
-            samples[name].append(time.perf_counter() - start)
+            for k in range(1 if before else 3):
+                if before:
+                    before()
+                start = time.perf_counter()
+                steps[name]()
+                if before or k:
+                    samples[name].append(time.perf_counter() - start)
     return {name: np.percentile(s, [25, 50, 75]) * 1e3 for name, s in samples.items()}
+
+
+def _torch_matmul():
+    """A parallel torch op, such as the backward pass ends with: its OpenMP threads may
+    still spin on the cores when the step starts."""
+    a = torch.ones(256, 256)
+    return lambda: torch.mm(a, a)
 
 
 def _optimizer(variant, name, params, args):
@@ -81,14 +97,15 @@ def model_rows(ctx):
             except RuntimeError:        # no fused Adam for this device or dtype
                 continue
             steps[variant] = opt.step
-        ms = _interleaved(steps, repeats)
         n = sum(p.numel() for p in template.parameters())
         tensors = len(list(template.parameters()))
-        ours = ms["fastoptim.torch"][1]
-        rows.append({"model": label, "tensors": tensors, "elements": n,
-                     "ms_per_step_quartiles": {k: list(v) for k, v in ms.items()},
-                     "speedup": {k: v[1] / ours for k, v in ms.items()
-                                 if k != "fastoptim.torch"}})
+        for timing, before in (("back to back", None), ("after a torch op", _torch_matmul())):
+            ms = _interleaved(steps, repeats, before)
+            ours = ms["fastoptim.torch"][1]
+            rows.append({"model": label, "timing": timing, "tensors": tensors, "elements": n,
+                         "ms_per_step_quartiles": {k: list(v) for k, v in ms.items()},
+                         "speedup": {k: v[1] / ours for k, v in ms.items()
+                                     if k != "fastoptim.torch"}})
         del steps, template
         gc.collect()
     return {"rows": rows, "per_tensor": per_tensor_rows(ctx)}
@@ -132,14 +149,18 @@ def _cell(q):
 
 def format_models(models):
     lines = ["Models: one Adam step (ms, ± half the interquartile range); × = that variant's "
-             "time / fastoptim.torch's"]
-    header = f"  {'model':<26}{'tensors':>8}{'elements':>11}" + "".join(
+             "time / fastoptim.torch's.",
+             "  back to back: steps following steps; after a torch op: each step follows a "
+             "torch matmul (as after backward),",
+             "  whose OpenMP threads may still spin on the cores"]
+    header = f"  {'model':<26}{'timing':<18}{'tensors':>8}{'elements':>11}" + "".join(
         f"{v:>18}" for v in VARIANTS) + "".join(f"{'× ' + v:>16}" for v in VARIANTS
                                                  if v != "fastoptim.torch")
     lines.append(header)
     for r in models["rows"]:
         q = r["ms_per_step_quartiles"]
-        lines.append(f"  {r['model']:<26}{r['tensors']:>8}{r['elements']:>11,}" + "".join(
+        lines.append(f"  {r['model']:<26}{r['timing']:<18}{r['tensors']:>8}"
+                     f"{r['elements']:>11,}" + "".join(
             f"{_cell(q[v]) if v in q else '-':>18}" for v in VARIANTS) + "".join(
             f"{r['speedup'][v]:>15.2f}×" if v in r["speedup"] else f"{'-':>16}"
             for v in VARIANTS if v != "fastoptim.torch"))
@@ -158,7 +179,8 @@ def verdict_models(models):
     for r in models["rows"]:
         fused = r["speedup"].get("torch fused")
         if fused:
-            phrases.append(f"fastoptim.torch.Adam on {r['model']}: {fused:.2f}× torch fused")
+            phrases.append(f"fastoptim.torch.Adam on {r['model']} ({r['timing']}): "
+                           f"{fused:.2f}× torch fused")
     adam = models["per_tensor"].get("Adam")
     if adam:
         phrases.append(f"each extra tensor adds {adam['adapter']:.2f} µs to a fastoptim.torch "
