@@ -7,6 +7,7 @@ with a timeout, so a regression fails one test instead of the whole run.
 """
 import contextlib
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -187,6 +188,25 @@ def test_a_forked_child_steps_with_threads():
     lines = child_lines(FORK_CHILD, timeout=120)
     assert lines == ["after a threaded step: 0", "fork pool: True",
                      "during threaded steps: " + str([0] * 20)]
+
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="torch is not installed")
+# a torch op first: torch's OpenMP team exists (and its workers spin for a while)
+AFTER_TORCH = "import torch\n_a = torch.randn(256, 256)\n_a @ _a\n"
+
+
+@needs_kernels
+@posix_only
+@needs_torch
+def test_a_forked_child_steps_with_threads_next_to_torch():
+    """The same next to torch, whose OpenMP team (which hangs in a forked child when used
+    there) has run: a child, a fork pool and children forked while another thread steps
+    all step with threads and exit."""
+    code = FORK_CHILD.replace("from fastoptim import kernels\n",
+                              "from fastoptim import kernels\n" + AFTER_TORCH)
+    assert child_lines(code, timeout=120) == [
+        "after a threaded step: 0", "fork pool: True", "during threaded steps: " + str([0] * 20)]
 
 
 @needs_kernels

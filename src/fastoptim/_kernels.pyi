@@ -51,8 +51,10 @@ def movement_loop(updated: Sequence[np.ndarray], read_only: Sequence[np.ndarray]
                   threads: Optional[int] = ...) -> None: ...
 
 class BuildInfo(TypedDict):
-    openmp: bool
+    threads: str
     max_threads: int
+    hardware_threads: int
+    pool_workers: int
     parallel_threshold: int
     simd_target: str
 
