@@ -543,3 +543,40 @@ def test_numpy_views_are_not_copies():
     t.detach().numpy()[2] = 7.0
     assert t[2].item() == 7.0
     assert np.shares_memory(t.detach().numpy(), t.detach().numpy())
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "NAdam"])
+def test_a_settled_optimizer_refuses_bad_hyperparameters_and_counters_unchanged(name):
+    """After steps (checked hyperparameters reused, no new state), a group's lr changed to
+    a bad value, or a corrupt step counter, is refused with a message that says what, and
+    nothing changes; a good value again steps as before."""
+    p = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6))
+    opt = getattr(fot, name)([p], lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+    for _ in range(2):
+        p.grad = torch.full_like(p, 0.25)
+        opt.step()
+    group = opt.param_groups[0]
+    cases = [("lr", -1.0, ValueError, "lr must be >= 0"),
+             ("lr", torch.tensor([1e-3, 2e-3]), TypeError, "lr must be a real number")]
+    if "step" in opt.state[p]:
+        cases += [("step", -7.0, ValueError, "step must be >= 1"),
+                  ("step", float("nan"), ValueError, r"state\['step'\] of param 0 .* is nan")]
+    for what, bad, error, message in cases:
+        params_before, state_before = snapshot(opt, [p])
+        if what == "lr":
+            group["lr"] = bad
+        else:
+            saved = opt.state[p]["step"].clone()
+            opt.state[p]["step"].fill_(bad)
+        with pytest.raises(error, match=message):
+            opt.step()
+        if what == "lr":
+            group["lr"] = 1e-2
+        else:
+            opt.state[p]["step"].copy_(saved)
+        params_after, state_after = snapshot(opt, [p])
+        assert same_bits(params_after[0], params_before[0])
+        for k, v in state_before[id(p)].items():
+            assert same_bits(state_after[id(p)][k], v), (what, k)
+    opt.step()
+    assert not same_bits(p.detach(), params_before[0])

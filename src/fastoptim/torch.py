@@ -167,6 +167,8 @@ class _Plan:
         self.addresses = {}             # the same -> int64 array of data addresses
         self.dtypes = {}                # the same -> int32 array of dtype codes
         self.n = None                   # elements of each param
+        self.nbytes = None              # bytes of each param's gradient
+        self.nonempty = None            # n > 0
         self.counters = {}              # "step", "mu_product", ... -> float array view
         self.tables = {}                # a call's address table (compiled backend)
         self.pending = []               # (param, {state entries}) to insert at commit
@@ -239,6 +241,7 @@ class _Optimizer(torch.optim.Optimizer):
         self.on_nonfinite = check_choice("on_nonfinite", options["on_nonfinite"],
                                          ("raise", "skip"))
         self._plans = {}
+        self._checked = {}      # group index -> (its hyperparameters, as last checked)
         self._steps_taken = 0   # keys stochastic rounding for rules without step counters
         if self._group_scalars:
             h = self.rule.checked({**self.rule.defaults(),
@@ -260,6 +263,7 @@ class _Optimizer(torch.optim.Optimizer):
             self.__dict__.setdefault(name, default)
         self.__dict__.setdefault("_steps_taken", 0)
         self._plans = {}
+        self._checked = {}
         for param_state in self.state.values():  # as torch: old checkpoints hold float steps
             if "step" in param_state and not torch.is_tensor(param_state["step"]):
                 param_state["step"] = torch.tensor(float(param_state["step"]),
@@ -351,11 +355,20 @@ class _Optimizer(torch.optim.Optimizer):
             if group.get(flag):
                 raise ValueError(f"fastoptim.torch.{type(self).__name__} does not support "
                                  f"{flag}=True (param group {g})")
+        values = {h.name: _scalar(group[h.name]) for h in self.rule.hyperparameters}
+        last = self._checked.get(g)
         try:
-            return self.rule.checked({h.name: _scalar(group[h.name])
-                                      for h in self.rule.hyperparameters})
+            unchanged = last is not None and bool(last[0] == values)
+        except (TypeError, ValueError, RuntimeError):     # e.g. a tensor of several values
+            unchanged = False
+        if unchanged:
+            return last[1]
+        try:
+            checked = self.rule.checked(values)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"param group {g}: {exc}") from None
+        self._checked[g] = (values, checked)
+        return checked
 
     def _scalar_names(self, h):
         return [] if self._group_scalars else list(self.rule.scalars(h))
@@ -473,9 +486,13 @@ class _Optimizer(torch.optim.Optimizer):
         ends = starts + np.concatenate([[0 if v is None else v.nbytes for v in views[c]]
                                         for c in columns]).astype(np.int64)
         order = np.argsort(starts, kind="stable")
-        plan.written = (starts[order], ends[order])
         if (ends[order][:-1] > starts[order][1:]).any():
             self._explain_overlap(plan, None, None, g, group)
+        sentinel = [np.iinfo(np.int64).min]     # a piece that starts and ends before all
+        plan.written = (np.concatenate([sentinel, starts[order]]),
+                        np.concatenate([sentinel, ends[order]]))
+        plan.nbytes = plan.n * params[0].element_size()     # a gradient's, as its param's
+        plan.nonempty = plan.n > 0
         plan.pending = [(p, fresh) for p, fresh, _ in merged_states if fresh]
         return plan
 
@@ -537,6 +554,14 @@ class _Optimizer(torch.optim.Optimizer):
                 total = total_norm(sums[:, 0], self.norm_type) * factor
                 factor *= clip_coefficient(total, self.max_grad_norm)
         calls = [self._calls(g, group, h, plan) for g, group, h, plan, _ in work]
+        # each call's own checks (step range, the scalars it derives) run again as it starts,
+        # before it writes; run them all now when a failure there would come after a first
+        # call wrote, or after new state was added (one call on settled state needs not)
+        if len(calls) > 1 or len(calls[0]) > 1 or work[0][3].pending:
+            for group_calls in calls:
+                for kernel, buffers, kwargs, *_ in group_calls:
+                    function, _ = _kernel_specs.FUNCTIONS[kernel]
+                    function(_dry_run, "param", "grad", *buffers, **kwargs)
 
         # 2. write: new state, the kernels, the counters -- with Ctrl-C held back
         with _interrupts.deferred():
@@ -576,10 +601,11 @@ class _Optimizer(torch.optim.Optimizer):
         addresses = np.array(addresses, np.int64)
         grads = _Grads(tensors, addresses, shaped=self.rule.state_shape is not None)
         # a gradient may not share memory with anything the step writes
+        # the written piece that starts last before each gradient's end (the sentinel if
+        # none) must end before the gradient starts; the pieces are disjoint and sorted
         starts, ends = plan.written
-        grad_ends = addresses + plan.n * plan.params[0].element_size()
-        before = np.searchsorted(starts, grad_ends, side="left") - 1
-        if ((before >= 0) & (ends[before.clip(0)] > addresses) & (plan.n > 0)).any():
+        last_before = np.searchsorted(starts, addresses + plan.nbytes) - 1
+        if ((ends[last_before] > addresses) & plan.nonempty).any():
             self._explain_overlap(plan, grads, None, g, group)
         return grads
 
@@ -618,7 +644,12 @@ class _Optimizer(torch.optim.Optimizer):
         for members in member_lists:
             first = 0 if members is None else members[0]
             if "step" in plan.counters:
-                step = int(plan.counters["step"][first]) + 1
+                count = plan.counters["step"][first]
+                if not (math.isfinite(count) and count == int(count)):
+                    name = _param_name(group, g, _position(group, plan.params[first]))
+                    raise ValueError(f"state['step'] of {name} is {count}: a step count is a "
+                                     "whole number")
+                step = int(count) + 1
             elif self._group_scalars:
                 step = int(group["k"]) + 1
             else:
@@ -634,10 +665,6 @@ class _Optimizer(torch.optim.Optimizer):
             kwargs = dict(call.kwargs, param_index=param_index)
             if fresh_buffer is not None and call.kernel == "momentum_step":
                 kwargs["first_step"] = bool(fresh_buffer[first])
-            # the kernel function's own checks (step range, the scalars it derives), now:
-            # after the first group is written, nothing may fail
-            function, _ = _kernel_specs.FUNCTIONS[call.kernel]
-            function(_dry_run, "param", "grad", *call.buffers, **kwargs)
             calls.append((call.kernel, call.buffers, kwargs, call.scalars, members))
         return calls
 
