@@ -3,7 +3,7 @@
 Flags: -O3 with no FMA contraction and no errno from sqrt (so it vectorizes), never
 -ffast-math or -march=native (the loops pick AVX-512/AVX2 at run time through
 target_clones; see csrc/simd.h and docs/design.md). Threads come from a small pthreads
-pool (csrc/pool.c).
+pool (csrc/pool.c), or torch's OpenMP team found with dlsym once fastoptim.torch is imported.
 FASTOPTIM_EXTRA_CFLAGS adds flags for a special build, e.g. the sanitizer build.
 """
 import glob
@@ -27,6 +27,7 @@ extension = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     extra_compile_args=BASE_FLAGS + EXTRA_FLAGS,
     extra_link_args=["-pthread"] + EXTRA_FLAGS,
+    libraries=["dl"] if os.name == "posix" else [],    # dlsym (pool.c; in libc since glibc 2.34)
     depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/loops/*.h")),
 )
 

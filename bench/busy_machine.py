@@ -16,8 +16,9 @@ to compare; a ratio of two interleaved measurements does not):
    takes a scheduler time slice, 7.5-10x at 1M before the thread pool);
 3. after torch's parallel ops: the default-threads 1M step in a child process that runs a
    torch.matmul (torch's own thread pool) right before each step, against a child without
-   torch that copies as much memory instead (target: within 15 %); the same with threads=1
-   as the control -- what the caches alone make of the difference.
+   torch that copies as much memory instead (target: within 15 %); the same in a child
+   that imported fastoptim.torch, whose threaded steps run on torch's OpenMP team; and
+   with threads=1 as the control -- what the caches alone make of the difference.
 
 Each ratio compares medians of single-step times; the two sides alternate round by round,
 so a change in the machine's load hits both. Run it on a quiet machine: other processes
@@ -46,10 +47,12 @@ SPIN = "import os, sys\nif len(sys.argv) > 1: os.sched_setaffinity(0, {int(sys.a
 STEPS_CHILD = textwrap.dedent("""
     import json, statistics, sys, time
     import numpy as np
-    with_torch, n, steps = sys.argv[1] == "torch", int(sys.argv[2]), int(sys.argv[3])
+    kind, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     threads = int(sys.argv[4]) or None
-    if with_torch:
+    if kind != "plain":
         import torch
+        if kind == "fastoptim.torch":   # imported: the steps run on torch's OpenMP team
+            import fastoptim.torch
         a = torch.randn(1024, 1024)
         def other_work():
             a @ a
@@ -108,15 +111,17 @@ def start_spinner(pin):
 
 
 def compare_torch(n, rounds, steps, threads=0):
-    """Median of the children's median step times: with torch's matmul before each step,
-    and without torch, alternating. threads=0: the default team."""
-    result = {"torch": [], "plain": []}
+    """Median of the children's median step times, by kind, alternating: with torch's
+    matmul before each step ("torch"; "fastoptim.torch": that module imported too, so the
+    steps run on torch's OpenMP team), and without torch ("plain"). threads=0: the default
+    team."""
+    result = {"torch": [], "fastoptim.torch": [], "plain": []}
     for _ in range(rounds):
         for kind in result:
             out = subprocess.run([sys.executable, "-c", STEPS_CHILD, kind, str(n), str(steps),
                                   str(threads)], capture_output=True, text=True, check=True)
             result[kind].append(json.loads(out.stdout))
-    return statistics.median(result["torch"]), statistics.median(result["plain"])
+    return {kind: statistics.median(times) for kind, times in result.items()}
 
 
 def ms(seconds):
@@ -160,10 +165,15 @@ def main(argv=None):
             print("torch is not installed: measurement 3 left out")
         else:
             for threads, label, target in ((0, "default", "<= 1.15"), (1, "threads=1", "")):
-                with_torch, plain = compare_torch(1_000_000, 3 if args.quick else 7,
-                                                  steps if args.quick else 30, threads)
+                median = compare_torch(1_000_000, 3 if args.quick else 7,
+                                       steps if args.quick else 30, threads)
+                plain = median["plain"]
                 rows.append((f"after torch's parallel ops, 1M, {label}: with / without torch",
-                             with_torch / plain, target, with_torch, plain))
+                             median["torch"] / plain, target, median["torch"], plain))
+                if threads == 0:
+                    rows.append(("  the same, fastoptim.torch imported (torch's OpenMP team)",
+                                 median["fastoptim.torch"] / plain, target,
+                                 median["fastoptim.torch"], plain))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':<{width}}  ratio  target   (numerator, denominator: median step)")

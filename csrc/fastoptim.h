@@ -165,6 +165,9 @@ int64_t fo_piece_size(int64_t n, int team);     /* the piece fo_parallel_for wou
 int fo_max_threads(void);       /* the default team: FASTOPTIM_NUM_THREADS, else all cores */
 int fo_hardware_threads(void);  /* the cores this process may run on */
 int fo_pool_workers(void);      /* worker threads alive now */
+void fo_pool_init(void);        /* at load: a child forked later knows it */
+int fo_pool_share_openmp(void); /* run threaded calls on torch's OpenMP team */
+int fo_pool_shares_openmp(void); /* ... and whether they do */
 int64_t fo_parallel_threshold(void);
 void fo_set_parallel_threshold(int64_t n);
 const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */

@@ -21,6 +21,12 @@
  *   created, the call runs with the threads it has.
  * - Workers run under the caller's floating-point mode (MXCSR: flush-to-zero, denormals-are-
  *   zero, rounding), so the thread count never changes a result.
+ * - Next to torch, torch's own OpenMP team runs the tasks (fo_pool_share_openmp, called
+ *   when fastoptim.torch is imported): after each parallel op torch's workers spin for a
+ *   while, so a pool of our own would fight them for the cores, slowing the step that
+ *   follows a backward pass and torch's ops that follow the step. Never in a child forked
+ *   after that (libgomp's team does not survive fork, torch's own ops hang there too), and
+ *   never with a team larger than the runtime's (so it never has to create a thread).
  * Which thread runs a task never matters for the bits: element-wise updates are
  * independent, and reductions store one partial sum per fixed block (driver.c).
  */
@@ -31,6 +37,7 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #define FO_THREADS 1
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -122,6 +129,7 @@ static struct {
           .finished = PTHREAD_COND_INITIALIZER};
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int forked;              /* this process was forked after fastoptim was loaded */
 
 /* Busy machines. A worker that claimed a task and was then preempted holds the call until
  * the scheduler runs it again -- up to a time slice, many times a small step. So the
@@ -213,6 +221,7 @@ static void after_fork_child(void)
     pool.job = NULL;
     pool.workers = 0;
     pool.failed = 0;
+    forked = 1;
 }
 
 static void register_atfork(void)
@@ -236,6 +245,71 @@ static void start_workers(int wanted)
     }
 }
 
+void fo_pool_init(void)
+{
+    pthread_once(&atfork_once, register_atfork);
+}
+
+/* ---- running on torch's OpenMP team ---- */
+
+typedef void gomp_parallel_fn(void (*member)(void *), void *data, unsigned threads,
+                              unsigned flags);
+typedef int omp_max_threads_fn(void);
+static _Atomic(gomp_parallel_fn *) gomp_parallel;      /* NULL: not sharing */
+static _Atomic(omp_max_threads_fn *) omp_max_threads;
+
+/* Run threaded calls on the globally loaded OpenMP runtime's team (torch loads its libgomp
+ * so); 0 if there is none. */
+int fo_pool_share_openmp(void)
+{
+    omp_max_threads_fn *max_threads = (omp_max_threads_fn *)dlsym(RTLD_DEFAULT,
+                                                                 "omp_get_max_threads");
+    gomp_parallel_fn *parallel = (gomp_parallel_fn *)dlsym(RTLD_DEFAULT, "GOMP_parallel");
+    if (!parallel || !max_threads || forked)
+        return 0;
+    atomic_store(&omp_max_threads, max_threads);
+    atomic_store(&gomp_parallel, parallel);
+    return 1;
+}
+
+int fo_pool_shares_openmp(void)
+{
+    return !forked && atomic_load(&gomp_parallel) != NULL;
+}
+
+typedef struct {
+    job_t *job;
+    pthread_t caller;
+    int64_t started, worked;    /* the caller's start and own working time */
+} openmp_job;
+
+static void openmp_member(void *data)
+{
+    openmp_job *o = data;
+    unsigned own_mode = FO_GET_FP_MODE();
+    FO_SET_FP_MODE(o->job->fp_mode);
+    job_work(o->job);
+    FO_SET_FP_MODE(own_mode);
+    if (pthread_equal(pthread_self(), o->caller))
+        o->worked = now_ns() - o->started;
+}
+
+/* The call on the OpenMP team, which joins at its end (so the job lives on the stack);
+ * a long wait for the team counts as a stall, as in fo_pool_run. */
+static void run_on_openmp(gomp_parallel_fn *parallel, fo_task *task, void *ctx,
+                          int64_t ntasks, int team, int64_t started)
+{
+    job_t job = {.task = task, .ctx = ctx, .ntasks = ntasks, .fp_mode = FO_GET_FP_MODE()};
+    atomic_init(&job.next, 0);
+    atomic_init(&job.done, 0);
+    atomic_init(&job.refs, 1);
+    openmp_job o = {&job, pthread_self(), started, 0};
+    parallel(openmp_member, &o, (unsigned)team, 0);
+    int64_t ended = now_ns(), waited = ended - started - o.worked;
+    if (waited > least_stall_ns && waited > o.worked)
+        atomic_store(&alone_until_ns, ended + STALL_BACKOFF * waited);
+}
+
 void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
 {
     int team = threads > 0 ? threads : fo_max_threads();
@@ -244,8 +318,14 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
         team = cores;
     if (team > ntasks)
         team = (int)ntasks;
-    if (team > 1 && now_ns() < atomic_load(&alone_until_ns))
+    int64_t now = now_ns();
+    if (team > 1 && now < atomic_load(&alone_until_ns))
         team = 1;                       /* a recent stall: see STALL_BACKOFF */
+    gomp_parallel_fn *parallel = team > 1 && !forked ? atomic_load(&gomp_parallel) : NULL;
+    if (parallel && team <= atomic_load(&omp_max_threads)()) {
+        run_on_openmp(parallel, task, ctx, ntasks, team, now);
+        return;
+    }
     job_t *job = team > 1 ? malloc(sizeof *job) : NULL;
     if (!job) {     /* one thread, or no memory for the job: run everything here */
         for (int64_t t = 0; t < ntasks; t++)
@@ -318,6 +398,9 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
 }
 
 int fo_pool_workers(void) { return 0; }
+void fo_pool_init(void) {}
+int fo_pool_share_openmp(void) { return 0; }
+int fo_pool_shares_openmp(void) { return 0; }
 
 #endif
 

@@ -192,21 +192,56 @@ def test_a_forked_child_steps_with_threads():
 
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="torch is not installed")
-# a torch op first: torch's OpenMP team exists (and its workers spin for a while)
-AFTER_TORCH = "import torch\n_a = torch.randn(256, 256)\n_a @ _a\n"
+# fastoptim.torch imported (threaded steps then run on torch's OpenMP team) and a torch op
+# run first: that team exists, and its workers spin for a while
+AFTER_TORCH = "import torch\nimport fastoptim.torch\n_a = torch.randn(256, 256)\n_a @ _a\n"
 
 
 @needs_kernels
 @posix_only
 @needs_torch
 def test_a_forked_child_steps_with_threads_next_to_torch():
-    """The same next to torch, whose OpenMP team (which hangs in a forked child when used
-    there) has run: a child, a fork pool and children forked while another thread steps
-    all step with threads and exit."""
+    """The same next to torch, whose OpenMP team runs the parent's threaded steps and
+    hangs in a forked child when used there: a child, a fork pool and children forked while
+    another thread steps all step with threads (on fastoptim's own pool) and exit."""
     code = FORK_CHILD.replace("from fastoptim import kernels\n",
                               "from fastoptim import kernels\n" + AFTER_TORCH)
     assert child_lines(code, timeout=120) == [
         "after a threaded step: 0", "fork pool: True", "during threaded steps: " + str([0] * 20)]
+
+
+@needs_kernels
+@needs_torch
+@pytest.mark.skipif(kernels is not None and kernels.build_info()["hardware_threads"] < 2,
+                    reason="needs 2 cores")
+def test_next_to_fastoptim_torch_steps_run_on_torchs_openmp_team():
+    """torch's OpenMP workers spin after each parallel op; a pool of fastoptim's own would
+    fight them for the cores. Once fastoptim.torch is imported the threaded steps run on
+    torch's team: no worker of our own starts, and the bits are those of threads=1. A team
+    larger than torch's (torch.set_num_threads(1)) runs on our own pool; without
+    fastoptim.torch nothing is shared."""
+    lines = child_lines(AFTER_TORCH + """
+        import numpy as np
+        from fastoptim import kernels
+        g = np.linspace(-1, 1, 1 << 20, dtype=np.float32)
+        runs = []
+        for threads in (1, 2):
+            p, m, v = np.ones_like(g), np.zeros_like(g), np.zeros_like(g)
+            _a @ _a
+            kernels.adam_step(p, g, m, v, lr=1e-3, step=1, threads=threads)
+            runs.append(np.concatenate([p, m, v]).view(np.uint32))
+        info = kernels.build_info()
+        print(info["shared_openmp"], info["pool_workers"], bool((runs[0] == runs[1]).all()))
+        torch.set_num_threads(1)
+        kernels.sgd_step(p, g, lr=1.0, threads=2)
+        print(kernels.build_info()["pool_workers"])
+    """.replace("\n        ", "\n"))
+    assert lines == ["True 0 True", "1"]
+    assert child_lines("""
+        import torch
+        from fastoptim import kernels
+        print(kernels.build_info()["shared_openmp"])
+    """) == ["False"]
 
 
 @needs_kernels

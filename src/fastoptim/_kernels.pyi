@@ -55,8 +55,10 @@ class BuildInfo(TypedDict):
     max_threads: int
     hardware_threads: int
     pool_workers: int
+    shared_openmp: bool
     parallel_threshold: int
     simd_target: str
 
 def build_info() -> BuildInfo: ...
+def share_openmp_team() -> bool: ...
 def set_parallel_threshold(n: int) -> None: ...

@@ -94,6 +94,9 @@ cdef extern from "fastoptim.h" nogil:
     int fo_max_threads()
     int fo_hardware_threads()
     int fo_pool_workers()
+    void fo_pool_init()
+    int fo_pool_share_openmp()
+    int fo_pool_shares_openmp()
     int64_t fo_parallel_threshold()
     void fo_set_parallel_threshold(int64_t n)
     const char *fo_simd_target()
@@ -103,6 +106,7 @@ cdef extern from "fastoptim.h" nogil:
 
 
 cdef int BFLOAT16_NUM = BFLOAT16.num if BFLOAT16 is not None else -1
+fo_pool_init()
 
 # the registry: name -> (index, role names, scalar names, sums)
 REGISTRY = {}
@@ -705,9 +709,18 @@ def build_info():
         "max_threads": fo_max_threads(),
         "hardware_threads": fo_hardware_threads(),
         "pool_workers": fo_pool_workers(),
+        "shared_openmp": bool(fo_pool_shares_openmp()),
         "parallel_threshold": fo_parallel_threshold(),
         "simd_target": fo_simd_target().decode(),
     }
+
+
+def share_openmp_team():
+    """Run threaded calls on the OpenMP team of the runtime torch loaded (fastoptim.torch
+    calls this when imported): its workers spin after each of torch's parallel ops, and a
+    pool of fastoptim's own would fight them for the cores. Not in a child forked later;
+    never for a team larger than the runtime's own. Returns whether a runtime was found."""
+    return bool(fo_pool_share_openmp())
 
 
 def set_parallel_threshold(int64_t n):

@@ -19,6 +19,7 @@ from fastoptim._kernels import (  # noqa: F401
     run,
     run_table,
     set_parallel_threshold,
+    share_openmp_team,
 )
 
 __all__ = _bind.__all__ + ["ewma_scan"]

@@ -52,6 +52,13 @@ from fastoptim._checks import (
 )
 from fastoptim.clipping import clip_coefficient, total_norm
 
+try:    # threaded steps run on torch's own OpenMP team (see share_openmp_team)
+    from fastoptim.kernels import share_openmp_team
+except ImportError:     # the NumPy backend only
+    pass
+else:
+    share_openmp_team()
+
 __all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam",
            "RAdam", "Rprop", "ASGD", "Lion", "LAMB", "ScheduleFreeAdamW", "Adafactor"]
 
