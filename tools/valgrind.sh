@@ -3,7 +3,8 @@
 # this tree (nothing is rebuilt: the normal -O3 build is what gets checked).
 #
 # Usage:   tools/valgrind.sh [pytest arguments]   default: tests/test_fast_vs_reference.py
-# Slow: ~30x native; the default (the kernel tests) takes ~15 minutes on 2 cores.
+# Slow: ~30x native; the default (the kernel tests, four dtypes) takes over an hour on 2 cores:
+# pick files or -k for a shorter run (tests/test_threads.py: 2 minutes).
 #
 # PYTHONMALLOC=malloc makes CPython allocate through malloc, so memcheck sees every Python
 # object. The suppressions below silence what is not ours: uninitialised-value reports raised
