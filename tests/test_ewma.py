@@ -370,8 +370,11 @@ def test_scan_in_pieces_equals_the_whole(kernel_module, shape, axis, dtype):
 
 @needs_kernels
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("shape,axis", [((40, 5000), 0), ((5000, 40), 1), ((9, 30001), 1)])
+@pytest.mark.parametrize("shape,axis", [((40, 5000), 0), ((40, 12000), 0), ((3, 20, 9001), 1),
+                                        ((5000, 40), 1), ((9, 30001), 1)])
 def test_thread_count_does_not_change_scan_bits(shape, axis, threads):
+    """Time not last: rows of 12000 and 9001 float32 are wide enough for runs of columns
+    per thread (cut at multiples of 16, across the outer axis too); 5000 are not."""
     x = gappy(shape, axis, np.float32, seed=14)
     one, many = np.empty_like(x), np.empty_like(x)
     kernels.ewma_scan(one, x, beta=0.9, axis=axis, threads=1)
@@ -622,3 +625,38 @@ def test_scan_kernel_refuses_bad_buffers_before_writing(kernel_module):
     with pytest.raises(ValueError, match="no axis"):
         kernel_module.ewma_scan(np.zeros(()), np.ones(()), beta=0.5)
     assert (out == -1.0).all() and not any(a.any() for a in state)
+
+
+def settling_series(length, dtype, seed):
+    """One long series whose weight settles (stops changing) between sparse gaps: NaN runs
+    and an inf after the weight has settled, and a long clean stretch."""
+    x = walk((length,), seed, dtype)
+    for start, run in ((150, 1), (400, 7), (900, 1), (1700, 30)):
+        x[start:start + run] = np.nan
+    x[1200] = np.inf
+    return x
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("mode", MODES + [dict(min_periods=300)], ids=MODE_IDS + ["min300"])
+def test_a_settled_single_series_scans_bit_for_bit(mode, dtype):
+    """Once a lone series' weight stops changing, the scan computes the weights once and runs
+    the chain alone: the bits stay the reference's, across gaps that unsettle it, in every
+    mode, in pieces as whole."""
+    x = settling_series(3000, dtype, seed=21)
+    for alpha in (0.2, 0.5):
+        options = dict(beta=1 - alpha, alpha=alpha, **mode)
+        arithmetic = [False, True] if dtype == np.float32 else [False]
+        for float32_arithmetic in arithmetic:
+            whole = same_scan(x, 0, float32_arithmetic=float32_arithmetic, **options)
+            mean, weight, count = np.zeros(()), np.zeros(()), np.zeros((), np.int64)
+            if float32_arithmetic:
+                mean, weight = np.zeros((), np.float32), np.zeros((), np.float32)
+            pieces = []
+            for part in np.array_split(x, [100, 1000, 1001, 2500]):
+                out = np.empty_like(part)
+                kernels.ewma_scan(out, part, mean, weight, count,
+                                  float32_arithmetic=float32_arithmetic, **options)
+                pieces.append(out)
+            assert_same_bits(np.concatenate(pieces), whole, f"pieces {options}")
