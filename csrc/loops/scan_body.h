@@ -16,7 +16,9 @@
  * The division and the weights are off the chain that links one step's m to the next
  * (one multiply and one add), which is what bounds a lone series. Columns that agree in
  * w and n -- all of them until a row has a value missing in some columns but not all --
- * share one weight computation per row; otherwise every column carries its own. Both
+ * share one weight computation per row; otherwise every column carries its own. A lone
+ * series whose weight has settled (an observed step left it unchanged) computes the
+ * weights once for the steps that follow while values keep coming (settled_run). All
  * paths compute the same values with the same operations, so they give the same bits. */
 
 typedef struct {
