@@ -186,10 +186,8 @@ int fo_adafactor(const fo_adafactor_call *c)
         total += elements(&arrays[i]);
         any_factored |= arrays[i].factored && elements(&arrays[i]) > 0;
     }
-    int64_t team = c->threads > 0 ? c->threads : fo_max_threads();
-    team = min64(team, total / fo_parallel_threshold());
-    team = max64(team, 1);
-    const int64_t target = team > 1 ? fo_piece_size(total, (int)team) : INT64_MAX / 4;
+    const int team = fo_team(total, c->threads);
+    const int64_t target = team > 1 ? fo_piece_size(total, team) : INT64_MAX / 4;
     const int64_t ntiles = plan_tiles(arrays, c->count, target, NULL);
     const int64_t nfactors = plan_factors(arrays, c->count, NULL);
     char *work = malloc(bytes > 0 ? bytes : 1);
@@ -214,11 +212,11 @@ int fo_adafactor(const fo_adafactor_call *c)
             if (a->factored && elements(a) == 0)    /* an empty matrix: its sums are 0 */
                 memset(a->row_sums, 0, (size_t)(a->batch * (a->rows + a->cols)) * sizeof(double));
         }
-        fo_pool_run(tile_task, &by_tile, ntiles, (int)team);
-        fo_pool_run(factor_task, &by_matrix, nfactors, (int)team);
+        fo_pool_run(tile_task, &by_tile, ntiles, team);
+        fo_pool_run(factor_task, &by_matrix, nfactors, team);
         if (any_factored) {
             by_tile.job.pass = AF_NORM;
-            fo_pool_run(tile_task, &by_tile, ntiles, (int)team);
+            fo_pool_run(tile_task, &by_tile, ntiles, team);
         }
         for (int64_t i = 0; i < c->count; i++) {
             const af_array *a = &arrays[i];
@@ -228,8 +226,8 @@ int fo_adafactor(const fo_adafactor_call *c)
         }
     } else {    /* the new row and column variances are stored by the factor step */
         by_tile.job.pass = by_matrix.job.pass = AF_APPLY;
-        fo_pool_run(factor_task, &by_matrix, nfactors, (int)team);
-        fo_pool_run(tile_task, &by_tile, ntiles, (int)team);
+        fo_pool_run(factor_task, &by_matrix, nfactors, team);
+        fo_pool_run(tile_task, &by_tile, ntiles, team);
     }
     free(work);
     free(tiles);

@@ -154,11 +154,7 @@ int fo_run(const fo_call *c)
     int64_t total = 0;
     for (int64_t a = 0; a < c->count; a++)
         total += c->n[a];
-    int64_t team = c->threads > 0 ? c->threads : fo_max_threads();
-    if (team > total / fo_parallel_threshold())
-        team = total / fo_parallel_threshold();
-    if (team < 1)
-        team = 1;
+    const int team = fo_team(total, c->threads);
 
     run_ctx r = {c, NULL, NULL, NULL};
     int64_t *block_offset = NULL;
@@ -182,7 +178,7 @@ int fo_run(const fo_call *c)
     task_span *tasks = &one;
     int64_t ntasks = 1;
     if (team > 1) {
-        ntasks = plan_tasks(c, fo_piece_size(total, (int)team), &tasks);
+        ntasks = plan_tasks(c, fo_piece_size(total, team), &tasks);
         if (ntasks < 0) {
             free(r.partials);
             free(block_offset);
@@ -190,7 +186,7 @@ int fo_run(const fo_call *c)
         }
     }
     r.tasks = tasks;
-    fo_pool_run(run_task, &r, ntasks, (int)team);
+    fo_pool_run(run_task, &r, ntasks, team);
     if (tasks != &one)
         free(tasks);
 

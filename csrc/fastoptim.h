@@ -160,6 +160,7 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads);
  * on the calling thread when n is below the parallel threshold. */
 typedef void fo_chunk_fn(const void *ctx, int64_t lo, int64_t hi);
 void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads);
+int fo_team(int64_t n, int threads);            /* threads a call over n elements uses */
 int64_t fo_piece_size(int64_t n, int team);     /* the piece fo_parallel_for would cut */
 
 int fo_max_threads(void);       /* the default team: FASTOPTIM_NUM_THREADS, else all cores */

@@ -332,7 +332,6 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
             task(ctx, t);
         return;
     }
-    pthread_once(&atfork_once, register_atfork);
     job->task = task;
     job->ctx = ctx;
     job->ntasks = ntasks;
@@ -433,18 +432,26 @@ int64_t fo_piece_size(int64_t n, int team)
     return (piece + FO_REDUCE_BLOCK - 1) / FO_REDUCE_BLOCK * FO_REDUCE_BLOCK;
 }
 
-void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads)
+/* The team for a call over n elements: `threads` (0: the default team), at most one thread
+ * per parallel_threshold elements, at least one. */
+int fo_team(int64_t n, int threads)
 {
     int64_t team = threads > 0 ? threads : fo_max_threads();
     if (team > n / parallel_threshold)
         team = n / parallel_threshold;
-    if (team <= 1) {
+    return team < 1 ? 1 : (int)team;
+}
+
+void fo_parallel_for(fo_chunk_fn *chunk, const void *ctx, int64_t n, int threads)
+{
+    int team = fo_team(n, threads);
+    if (team == 1) {
         if (n > 0)
             chunk(ctx, 0, n);
         return;
     }
-    range_job r = {chunk, ctx, n, fo_piece_size(n, (int)team)};
-    fo_pool_run(range_task, &r, (n + r.piece - 1) / r.piece, (int)team);
+    range_job r = {chunk, ctx, n, fo_piece_size(n, team)};
+    fo_pool_run(range_task, &r, (n + r.piece - 1) / r.piece, team);
 }
 
 /* The variant the target_clones resolver picks (loops/common.h), in its order of

@@ -143,9 +143,7 @@ static void FN(scan_in_parallel)(fo_chunk_fn *chunk, const FN(ewma_scan_ctx) *c,
         fo_parallel_for(chunk, c, n, threads);
         return;
     }
-    int64_t team = threads > 0 ? threads : fo_max_threads();
-    if (team > n / fo_parallel_threshold())
-        team = n / fo_parallel_threshold();
+    int64_t team = fo_team(n, threads);
     if (team > c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES)
         team = c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES;
     if (team <= 1) {
