@@ -1,6 +1,6 @@
 """fastoptim.ewma against pandas' ewm().mean() on one long series and on DataFrames.
 
-    python -m fastoptim.cli.bench_ewma            # the four shapes below, ~1 minute
+    python -m fastoptim.cli.bench_ewma            # the four shapes below, ~10 seconds
     python -m fastoptim.cli.bench_ewma --quick    # a tenth of the rows
 
 Method. For each shape (T steps x K series) the same random walk is a pandas Series (K = 1)
