@@ -78,13 +78,16 @@ def test_norms_are_identical_across_threads_and_backends(sizes, dtype, norm_type
 
 
 @needs_kernels
-def test_nonfinite_elements_are_flagged_per_array():
-    xs = arrays([10, 5000, 7, 3], np.float32)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, *LOW], ids=str)
+def test_nonfinite_elements_are_flagged_per_array(dtype, norm_type):
+    xs = arrays([10, 5000, 7, 3, 40], dtype)
     xs[1][4321] = np.inf
     xs[3][0] = np.nan
+    xs[4][:] = ml_dtypes.finfo(dtype).max     # finite, though the sum of squares may overflow
     for module in (kernels, reference):
-        flags = module.norms(xs)[:, 1]
-        assert [f == 0 for f in flags] == [True, False, True, False]
+        flags = module.norms(xs, norm_type=norm_type)[:, 1]
+        assert [f == 0 for f in flags] == [True, False, True, False, True]
 
 
 def test_norms_refuse_a_norm_it_does_not_have():
