@@ -15,10 +15,14 @@ to compare; a ratio of two interleaved measurements does not):
    scheduler does not run (target: <= 1.3; a step that waits for a descheduled worker
    takes a scheduler time slice, 7.5-10x at 1M before the thread pool);
 3. after torch's parallel ops: the default-threads 1M step in a child process that runs a
-   torch.matmul (torch's own thread pool) right before each step, against a child without
-   torch that copies as much memory instead (target: within 15 %); the same in a child
-   that imported fastoptim.torch, whose threaded steps run on torch's OpenMP team; and
-   with threads=1 as the control -- what the caches alone make of the difference.
+   torch.matmul (512 x 512) and an element-wise add (256k elements), both on torch's own
+   threads, right before each step, against a
+   child without torch (target: within 15 %); the same in a child that imported
+   fastoptim.torch, whose threaded steps run on torch's OpenMP team; and with threads=1 as
+   the control. Every child first evicts the step's data with the same 128 MB NumPy copy,
+   so the caches start equal and the threads are what differ. (An earlier version compared
+   a 1024 x 1024 matmul with a smaller copy; the matmul evicted more, and the threads=1
+   control moved by 1.65x from the caches alone.)
 
 Each ratio compares medians of single-step times; the two sides alternate round by round,
 so a change in the machine's load hits both. Run it on a quiet machine: other processes
@@ -41,26 +45,29 @@ from fastoptim import kernels
 SPIN = "import os, sys\nif len(sys.argv) > 1: os.sched_setaffinity(0, {int(sys.argv[1])})\n" \
        "while True: pass\n"
 
-# a child that times steps, each right after torch's parallel matmul -- or, without torch,
-# after copying as much memory single-threaded, so that both find the same data evicted
-# from the caches; prints the median step time in seconds
+# a child that times steps, each right after evicting the step's data from the caches
+# (the same NumPy copy, single-threaded, in every child) and, in the children with torch,
+# a torch matmul and add on torch's threads -- small and in cache, so that the threads, not the
+# caches, are what differ; prints the median step time in seconds
 STEPS_CHILD = textwrap.dedent("""
     import json, statistics, sys, time
     import numpy as np
     kind, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     threads = int(sys.argv[4]) or None
+    big, other = np.ones(1 << 24, np.float32), np.empty(1 << 24, np.float32)  # 2 x 64 MB
+    def evict():
+        np.copyto(other, big)
     if kind != "plain":
         import torch
         if kind == "fastoptim.torch":   # imported: the steps run on torch's OpenMP team
             import fastoptim.torch
-        a = torch.randn(1024, 1024)
+        a, x, y = torch.randn(512, 512), torch.randn(1 << 18), torch.empty(1 << 18)
         def other_work():
-            a @ a
+            evict()
+            a @ a                           # torch's BLAS threads
+            torch.add(x, 1.0, out=y)        # torch's own parallel_for (OpenMP)
     else:
-        a, b, c = (np.ones(1 << 20, np.float32) for _ in range(3))
-        def other_work():
-            np.copyto(c, a)
-            np.copyto(c, b)
+        other_work = evict
     import fastoptim as fo
     rng = np.random.default_rng(0)
     opt = fo.Adam(rng.standard_normal(n).astype(np.float32), backend="c", threads=threads)
