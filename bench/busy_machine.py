@@ -9,7 +9,8 @@ step with threads=1, as ratios taken in one run (absolute times vary too much be
 to compare; a ratio of two interleaved measurements does not):
 
 1. idle machine, 1M elements: threads=1 time / default time -- the parallel speedup
-   (target: >= 1.5 on 2 cores);
+   (target: >= 1.5 on 2 cores); the same for an EWMA over 100 series that writes a fresh
+   80 MB result each call (page faults: slow work that is not a busy machine);
 2. one competing busy process (a Python spin loop; ``--pin`` pins it to the first core),
    1M and 30M elements: default time / threads=1 time -- the cost of a worker that the
    scheduler does not run (target: <= 1.3; a step that waits for a descheduled worker
@@ -110,6 +111,27 @@ def compare_threads(n, rounds, steps):
     return statistics.median(default), statistics.median(single)
 
 
+def compare_ewma_threads(rounds, calls):
+    """The same for fastoptim.ewma on 100 series of 100k values stored as a DataFrame
+    stores them (each series contiguous): each call writes a fresh 80 MB result, whose
+    first writes the kernel serves with freshly zeroed pages -- slow work on a core, which
+    must not be taken for a busy machine."""
+    values = np.asfortranarray(np.random.default_rng(0).standard_normal((100_000, 100)))
+
+    def times(threads):
+        out = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            fo.ewma(values, 0.9, backend="c", threads=threads)
+            out.append(time.perf_counter() - began)
+        return out
+    default, single = [], []
+    for _ in range(rounds):
+        default += times(None)
+        single += times(1)
+    return statistics.median(default), statistics.median(single)
+
+
 def start_spinner(pin):
     command = [sys.executable, "-c", SPIN] + (["0"] if pin else [])
     spinner = subprocess.Popen(command)
@@ -154,6 +176,9 @@ def main(argv=None):
 
     default, single = compare_threads(1_000_000, rounds, steps)
     rows.append(("idle, 1M: threads=1 / default", single / default, ">= 1.5", default, single))
+    default, single = compare_ewma_threads(3 if args.quick else 10, 3 if args.quick else 6)
+    rows.append(("idle, EWMA 100k x 100 (fresh result): threads=1 / default", single / default,
+                 "", default, single))
 
     spinner = start_spinner(args.pin)
     try:

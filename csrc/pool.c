@@ -113,6 +113,7 @@ typedef struct {
     atomic_llong next;          /* the next task to claim */
     atomic_llong done;          /* tasks finished */
     atomic_int refs;            /* the caller and each worker that joined */
+    atomic_llong off_core_ns;   /* the longest a worker holding tasks was kept off its core */
     int helpers;                /* workers that may still join */
     unsigned fp_mode;
 } job_t;
@@ -135,10 +136,13 @@ static int forked;              /* this process was forked after fastoptim was l
  * the scheduler runs it again -- up to a time slice, many times a small step. So the
  * caller measures how long it waited for other threads after its own last task; a wait
  * longer than its own working time (and than least_stall_ns, far more than a task takes
- * on an idle machine) means the machine is busy, and the calls of the next STALL_BACKOFF
- * times that wait run on the calling thread alone. Stalls then cost at most about
- * 1/STALL_BACKOFF of the time; an idle machine keeps every core; large calls, whose work
- * dwarfs a time slice, keep their team. */
+ * on an idle machine), for a worker that was kept off its core that long, means the
+ * machine is busy, and the calls of the next STALL_BACKOFF times that wait run on the
+ * calling thread alone. Stalls then cost at most about 1/STALL_BACKOFF of the time; an
+ * idle machine keeps every core; large calls, whose work dwarfs a time slice, keep their
+ * team. A worker that was slow on its core is no sign of a busy machine: first writes to a
+ * fresh result, whose pages the kernel zeroes in the faulting thread, made the threaded
+ * EWMA look stalled and sent it onto one thread for half its calls. */
 enum { STALL_BACKOFF = 20 };
 static const int64_t least_stall_ns = 250000;
 static atomic_llong alone_until_ns;     /* CLOCK_MONOTONIC */
@@ -156,14 +160,32 @@ static void job_release(job_t *job)
         free(job);
 }
 
-/* Claim and run tasks until none are left. */
-static void job_work(job_t *job)
+/* CPU time of the calling thread (a system call: read once per job, and per task only in
+ * jobs already longer than least_stall_ns) */
+static int64_t thread_cpu_ns(void)
 {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Claim and run tasks until none are left. A worker (not the caller) notes, before it
+ * reports a task done, how long it has been kept off its core: wall time minus CPU time. */
+static void job_work(job_t *job, int worker)
+{
+    const int64_t wall_start = worker ? now_ns() : 0, cpu_start = worker ? thread_cpu_ns() : 0;
     for (;;) {
         int64_t t = atomic_fetch_add(&job->next, 1);
         if (t >= job->ntasks)
             return;
         job->task(job->ctx, t);
+        int64_t wall = worker ? now_ns() - wall_start : 0;
+        if (wall > least_stall_ns) {
+            int64_t off = wall - (thread_cpu_ns() - cpu_start);
+            int64_t most = atomic_load(&job->off_core_ns);
+            while (off > most && !atomic_compare_exchange_weak(&job->off_core_ns, &most, off)) {
+            }
+        }
         if (atomic_fetch_add(&job->done, 1) + 1 == job->ntasks) {
             pthread_mutex_lock(&pool.lock);
             pthread_cond_broadcast(&pool.finished);
@@ -201,7 +223,7 @@ static void *worker_main(void *unused)
         if (job) {
             unsigned own_mode = FO_GET_FP_MODE();
             FO_SET_FP_MODE(job->fp_mode);
-            job_work(job);
+            job_work(job, 1);
             FO_SET_FP_MODE(own_mode);
             job_release(job);
         }
@@ -288,9 +310,10 @@ static void openmp_member(void *data)
     openmp_job *o = data;
     unsigned own_mode = FO_GET_FP_MODE();
     FO_SET_FP_MODE(o->job->fp_mode);
-    job_work(o->job);
+    const int caller = pthread_equal(pthread_self(), o->caller);
+    job_work(o->job, !caller);
     FO_SET_FP_MODE(own_mode);
-    if (pthread_equal(pthread_self(), o->caller))
+    if (caller)
         o->worked = now_ns() - o->started;
 }
 
@@ -303,10 +326,12 @@ static void run_on_openmp(gomp_parallel_fn *parallel, fo_task *task, void *ctx,
     atomic_init(&job.next, 0);
     atomic_init(&job.done, 0);
     atomic_init(&job.refs, 1);
+    atomic_init(&job.off_core_ns, 0);
     openmp_job o = {&job, pthread_self(), started, 0};
     parallel(openmp_member, &o, (unsigned)team, 0);
     int64_t ended = now_ns(), waited = ended - started - o.worked;
-    if (waited > least_stall_ns && waited > o.worked)
+    if (waited > least_stall_ns && waited > o.worked &&
+        atomic_load(&job.off_core_ns) > least_stall_ns)
         atomic_store(&alone_until_ns, ended + STALL_BACKOFF * waited);
 }
 
@@ -338,6 +363,7 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
     atomic_init(&job->next, 0);
     atomic_init(&job->done, 0);
     atomic_init(&job->refs, 1);
+    atomic_init(&job->off_core_ns, 0);
     job->fp_mode = FO_GET_FP_MODE();
 
     pthread_mutex_lock(&pool.lock);
@@ -354,7 +380,7 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
         pthread_cond_broadcast(&pool.wake);
 
     int64_t started = now_ns();
-    job_work(job);
+    job_work(job, 0);
 
     if (posted) {
         int64_t worked = now_ns() - started;
@@ -373,7 +399,8 @@ void fo_pool_run(fo_task *task, void *ctx, int64_t ntasks, int threads)
             pthread_mutex_unlock(&pool.lock);
         }
         int64_t ended = now_ns(), waited = ended - started - worked;
-        if (joined > 0 && waited > least_stall_ns && waited > worked)
+        if (joined > 0 && waited > least_stall_ns && waited > worked &&
+            atomic_load(&job->off_core_ns) > least_stall_ns)
             atomic_store(&alone_until_ns, ended + STALL_BACKOFF * waited);
     }
     job_release(job);
