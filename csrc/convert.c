@@ -122,6 +122,46 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
     return (uint16_t)(sign | (kept + ((fraction16 + random) >> 16)));
 }
 
+/* ---- float16 eight at a time: x86's F16C instructions ----
+ * GCC 12 turns a loop of _Float16 conversions into one instruction per element, so these
+ * use the vector instructions themselves (the same conversions: exact widening, and
+ * round-to-nearest-even with NaN kept quiet), where the CPU has them (checked when the
+ * library loads), and leave the tail to the loops below. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#  include <immintrin.h>
+#  define FO_F16C 1
+
+static int has_f16c;
+
+__attribute__((constructor)) static void detect_f16c(void)
+{
+    __builtin_cpu_init();
+    has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+}
+
+/* the first multiple of 8 elements of h widened into out; returns how many */
+__attribute__((target("avx,f16c"))) static int64_t float16_widen_f16c(const uint16_t *h,
+                                                                     float *out, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static int64_t float16_narrow_f16c(const float *x,
+                                                                      uint16_t *h, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#else
+#  define FO_F16C 0
+#endif
+
 /* ---- the block conversions the driver calls ---- */
 
 FO_SIMD void fo_widen(const void *x, int dtype, float *out, int64_t n)
@@ -133,7 +173,12 @@ FO_SIMD void fo_widen(const void *x, int dtype, float *out, int64_t n)
             memcpy(out + i, &b, sizeof b);
         }
     } else {
-        for (int64_t i = 0; i < n; i++)
+        int64_t i = 0;
+#if FO_F16C
+        if (has_f16c)
+            i = float16_widen_f16c(h, out, n);
+#endif
+        for (; i < n; i++)
             out[i] = float16_widen(h[i]);
     }
 }
@@ -155,8 +200,14 @@ FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)
                 h[i] = float16_stochastic(x[i], random16(key, first + i));
-        else
-            for (int64_t i = 0; i < n; i++)
+        else {
+            int64_t i = 0;
+#if FO_F16C
+            if (has_f16c)
+                i = float16_narrow_f16c(x, h, n);
+#endif
+            for (; i < n; i++)
                 h[i] = float16_nearest(x[i]);
+        }
     }
 }

@@ -1,5 +1,5 @@
 """The rounding rules of bfloat16/float16 stores (docs/design.md, "Low precision rounds
-once"): the C conversion (fastoptim.kernels.narrow) against the NumPy one
+once") and the exact widening of loads: the C conversion (fastoptim.kernels.narrow) against the NumPy one
 (fastoptim._rounding.narrow) on every class of float32 bit pattern; nearest-even against
 ml_dtypes' and NumPy's own casts; stochastic rounding against a float64 model of the rule
 and a generator written here from its description alone, and its statistics: always one
@@ -141,6 +141,23 @@ def test_c_and_numpy_conversions_agree_on_every_bit_pattern_class(dtype, stochas
     keyed = dict(stochastic=stochastic, seed=12345, step=7, array=3, role=2)
     assert_same_bits(c_narrow(X, dtype, **keyed), numpy_narrow(X, dtype, **keyed),
                      f"{dtype} stochastic={stochastic}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", LOW, ids=IDS)
+def test_c_widening_is_exact_for_every_bit_pattern(dtype):
+    """All 2**16 values (and a tail shorter than a vector) widened by C as NumPy/ml_dtypes
+    cast them: exact, subnormals included; a NaN stays a NaN of its sign (a signalling NaN
+    may come back quiet, as the CPU's conversion makes it)."""
+    bits = np.concatenate([np.arange(2**16), np.arange(0x3C00, 0x3C00 + 13)]).astype(np.uint16)
+    x = bits.view(dtype)
+    got = np.empty(x.size, np.float32)
+    kernels.widen(x, got)
+    expected = x.astype(np.float32)
+    nan = np.isnan(expected)
+    assert_same_bits(got[~nan], expected[~nan], f"{dtype} widened")
+    assert np.isnan(got[nan]).all()
+    assert (np.signbit(got[nan]) == np.signbit(expected[nan])).all()
 
 
 @pytest.mark.parametrize("narrow", ["c", "numpy"])

@@ -100,6 +100,7 @@ cdef extern from "fastoptim.h" nogil:
     int64_t fo_parallel_threshold()
     void fo_set_parallel_threshold(int64_t n)
     const char *fo_simd_target()
+    void fo_widen(const void *x, int dtype, float *out, int64_t n)
     void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo_rounding *r,
                    uint64_t key, int64_t first)
     uint64_t fo_rounding_key(const fo_rounding *r, int64_t array, int role)
@@ -590,6 +591,17 @@ def narrow(cnp.ndarray x, cnp.ndarray out, *, bint stochastic=False, uint64_t se
     cdef uint64_t key = fo_rounding_key(&r, array, role)
     fo_narrow(<const float *>cnp.PyArray_DATA(x), cnp.PyArray_DATA(out), code, x.size, &r,
               key, 0)
+
+
+def widen(cnp.ndarray x, cnp.ndarray out):
+    """bfloat16/float16 x widened into float32 out with the C conversion, as a kernel
+    reads a low-precision buffer: for the tests of the conversions."""
+    cdef int code = _dtype_code(cnp.PyArray_TYPE(x))
+    if code not in (FO_BFLOAT16, FO_FLOAT16) or not x.flags.c_contiguous:
+        raise TypeError("x must be a C-contiguous bfloat16/float16 array")
+    if out.dtype != np.float32 or out.size != x.size or not out.flags.c_contiguous:
+        raise TypeError("out must be a C-contiguous float32 array of x's size")
+    fo_widen(cnp.PyArray_DATA(x), code, <float *>cnp.PyArray_DATA(out), x.size)
 
 
 def ewma_scan(average, series, mean=None, weight=None, count=None, *, beta, alpha=None,

@@ -15,11 +15,12 @@ from fastoptim._kernels import (  # noqa: F401
     default_threads,
     ewma_scan,
     movement_loop,  # not a kernel: the benchmark's data-movement limit
-    narrow,
+    narrow,  # narrow and widen: the conversions alone, for their tests
     run,
     run_table,
     set_parallel_threshold,
     share_openmp_team,
+    widen,
 )
 
 __all__ = _bind.__all__ + ["ewma_scan"]
