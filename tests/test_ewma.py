@@ -371,10 +371,12 @@ def test_scan_in_pieces_equals_the_whole(kernel_module, shape, axis, dtype):
 @needs_kernels
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("shape,axis", [((40, 5000), 0), ((40, 12000), 0), ((3, 20, 9001), 1),
-                                        ((5000, 40), 1), ((9, 30001), 1)])
+                                        ((5000, 40), 1), ((9, 30001), 1), ((13, 20000), 1),
+                                        ((101, 3000), 1)])
 def test_thread_count_does_not_change_scan_bits(shape, axis, threads):
     """Time not last: rows of 12000 and 9001 float32 are wide enough for runs of columns
-    per thread (cut at multiples of 16, across the outer axis too); 5000 are not."""
+    per thread (cut at multiples of 16, across the outer axis too); 5000 are not. Time
+    last: tasks of whole groups of 8 series, the last one narrower (9, 13, 101 series)."""
     x = gappy(shape, axis, np.float32, seed=14)
     one, many = np.empty_like(x), np.empty_like(x)
     kernels.ewma_scan(one, x, beta=0.9, axis=axis, threads=1)

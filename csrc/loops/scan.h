@@ -22,7 +22,8 @@
  * the same vectorized row loop runs over them (more series at once: more streams than
  * the prefetchers follow). */
 enum { FO_SCAN_TILE = 1 << 15, FO_SCAN_STACK_TILE = 512, FO_SCAN_GROUP = 8,
-       FO_SCAN_BLOCK = 64, FO_SCAN_RUN_BYTES = 16384 /* below: FN(scan_in_parallel) */ };
+       FO_SCAN_BLOCK = 64, /* below, FN(scan_in_parallel): */ FO_SCAN_RUN_BYTES = 16384,
+       FO_SCAN_TASK = 1 << 16 };
 
 /* The transposes of those tiles shuffle whole vectors with GCC's vector extensions, on
  * x86-64 CPUs with AVX2 (checked when the scan starts); elsewhere they copy value by
@@ -136,14 +137,38 @@ static void FN(column_run)(void *ctx, int64_t t)
     r->chunk(r->c, first * r->c->length, last * r->c->length);
 }
 
+/* Time the last axis: tasks of whole groups of FO_SCAN_GROUP series, at least FO_SCAN_TASK
+ * elements each, claimed by the threads as they come free; only the last task scans a
+ * narrower group (pieces cut anywhere left a narrower, slower group at the end of each). */
+typedef struct {
+    fo_chunk_fn *chunk;
+    const FN(ewma_scan_ctx) *c;
+    int64_t series, per_task;
+} FN(series_runs);
+
+static void FN(series_run)(void *ctx, int64_t t)
+{
+    const FN(series_runs) *r = ctx;
+    const int64_t first = t * r->per_task;
+    const int64_t last = first + r->per_task < r->series ? first + r->per_task : r->series;
+    r->chunk(r->c, first * r->c->length, last * r->c->length);
+}
+
 static void FN(scan_in_parallel)(fo_chunk_fn *chunk, const FN(ewma_scan_ctx) *c, int64_t n,
                                  int64_t columns, int threads)
 {
+    int64_t team = fo_team(n, threads);
     if (c->inner == 1) {
-        fo_parallel_for(chunk, c, n, threads);
+        if (team <= 1) {
+            chunk(c, 0, n);
+            return;
+        }
+        const int64_t group = FO_SCAN_GROUP * c->length;
+        const int64_t groups = (FO_SCAN_TASK + group - 1) / group;
+        FN(series_runs) r = {chunk, c, columns, groups * FO_SCAN_GROUP};
+        fo_pool_run(FN(series_run), &r, (columns + r.per_task - 1) / r.per_task, (int)team);
         return;
     }
-    int64_t team = fo_team(n, threads);
     if (team > c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES)
         team = c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES;
     if (team <= 1) {
