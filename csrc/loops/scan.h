@@ -119,64 +119,47 @@ typedef struct {
 #undef acc_real
 #undef AFN
 
-/* Time not the last axis: one run of adjacent columns per thread, split at multiples of
- * 16 columns (scan_body.h), and only where each thread's part of a row is at least
- * FO_SCAN_RUN_BYTES. Every thread reads its part of each row, then skips the others':
- * parts of a few KB restart the hardware prefetchers at every row (they stop at page
- * ends), which made 2 threads 2-4x slower than 1 on rows of 100 to 1000 doubles. */
+/* The threads take runs of adjacent columns, `per_task` columns a task. */
 typedef struct {
     fo_chunk_fn *chunk;
     const FN(ewma_scan_ctx) *c;
-    int64_t columns, runs;
+    int64_t columns, per_task;
 } FN(column_runs);
 
 static void FN(column_run)(void *ctx, int64_t t)
 {
     const FN(column_runs) *r = ctx;
-    const int64_t first = t * r->columns / r->runs, last = (t + 1) * r->columns / r->runs;
+    const int64_t first = t * r->per_task;
+    const int64_t last = first + r->per_task < r->columns ? first + r->per_task : r->columns;
     r->chunk(r->c, first * r->c->length, last * r->c->length);
 }
 
 /* Time the last axis: tasks of whole groups of FO_SCAN_GROUP series, at least FO_SCAN_TASK
  * elements each, claimed by the threads as they come free; only the last task scans a
- * narrower group (pieces cut anywhere left a narrower, slower group at the end of each). */
-typedef struct {
-    fo_chunk_fn *chunk;
-    const FN(ewma_scan_ctx) *c;
-    int64_t series, per_task;
-} FN(series_runs);
-
-static void FN(series_run)(void *ctx, int64_t t)
-{
-    const FN(series_runs) *r = ctx;
-    const int64_t first = t * r->per_task;
-    const int64_t last = first + r->per_task < r->series ? first + r->per_task : r->series;
-    r->chunk(r->c, first * r->c->length, last * r->c->length);
-}
-
+ * narrower group (pieces cut anywhere left a narrower, slower group at the end of each).
+ * Time not the last axis: one run per thread, split at multiples of 16 columns
+ * (scan_body.h), and only where each thread's part of a row is at least FO_SCAN_RUN_BYTES.
+ * Every thread reads its part of each row, then skips the others': parts of a few KB
+ * restart the hardware prefetchers at every row (they stop at page ends), which made 2
+ * threads 2-4x slower than 1 on rows of 100 to 1000 doubles. */
 static void FN(scan_in_parallel)(fo_chunk_fn *chunk, const FN(ewma_scan_ctx) *c, int64_t n,
                                  int64_t columns, int threads)
 {
-    int64_t team = fo_team(n, threads);
+    int64_t team = fo_team(n, threads), per_task;
     if (c->inner == 1) {
-        if (team <= 1) {
-            chunk(c, 0, n);
-            return;
-        }
         const int64_t group = FO_SCAN_GROUP * c->length;
-        const int64_t groups = (FO_SCAN_TASK + group - 1) / group;
-        FN(series_runs) r = {chunk, c, columns, groups * FO_SCAN_GROUP};
-        fo_pool_run(FN(series_run), &r, (columns + r.per_task - 1) / r.per_task, (int)team);
-        return;
+        per_task = (FO_SCAN_TASK + group - 1) / group * FO_SCAN_GROUP;
+    } else {
+        if (team > c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES)
+            team = c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES;
+        per_task = (columns + team - 1) / (team > 1 ? team : 1);
     }
-    if (team > c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES)
-        team = c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES;
     if (team <= 1) {
         chunk(c, 0, n);
         return;
     }
-    FN(column_runs) r = {chunk, c, columns, team};
-    fo_pool_run(FN(column_run), &r, team, (int)team);
+    FN(column_runs) r = {chunk, c, columns, per_task};
+    fo_pool_run(FN(column_run), &r, (columns + per_task - 1) / per_task, (int)team);
 }
 
 static void FN(ewma_scan)(void *average, const void *series, void *mean, void *weight,
