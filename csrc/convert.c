@@ -122,21 +122,47 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
     return (uint16_t)(sign | (kept + ((fraction16 + random) >> 16)));
 }
 
-/* ---- float16 eight at a time: x86's F16C instructions ----
- * GCC 12 turns a loop of _Float16 conversions into one instruction per element, so these
- * use the vector instructions themselves (the same conversions: exact widening, and
- * round-to-nearest-even with NaN kept quiet), where the CPU has them (checked when the
- * library loads), and leave the tail to the loops below. */
+/* ---- x86's conversion instructions ----
+ * float16 eight at a time with F16C: GCC 12 turns a loop of _Float16 conversions into one
+ * instruction per element, so these use the vector instructions themselves (the same
+ * conversions: exact widening, and round-to-nearest-even with NaN kept quiet). bfloat16
+ * rounding sixteen at a time with AVX512-BF16, whose instruction rounds to nearest-even
+ * but reads float32 subnormals as zero and keeps a NaN's payload: a group of sixteen
+ * holding a subnormal, a zero or a NaN goes through the integer rounding above instead.
+ * Each is used where the CPU has it (checked when the library loads); the loops below
+ * take the tail and every other CPU. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #  include <immintrin.h>
 #  define FO_F16C 1
 
-static int has_f16c;
+static int has_f16c, has_avx512_bf16;
 
-__attribute__((constructor)) static void detect_f16c(void)
+__attribute__((constructor)) static void detect_conversions(void)
 {
     __builtin_cpu_init();
     has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    has_avx512_bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+}
+
+/* the first multiple of 16 elements of x rounded to nearest-even into h; returns how many */
+__attribute__((target("avx512f,avx512bf16"))) static int64_t
+bfloat16_narrow_avx512(const float *x, uint16_t *h, int64_t n)
+{
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __mmask16 zero_exponent = _mm512_cmpeq_epi32_mask(
+            _mm512_and_si512(_mm512_castps_si512(v), exponent), _mm512_setzero_si512());
+        if (zero_exponent | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
+            for (int k = 0; k < 16; k++)
+                h[i + k] = bfloat16_nearest(float_bits(x[i + k]));
+        } else {
+            const __m256bh rounded = _mm512_cvtneps_pbh(v);
+            memcpy(h + i, &rounded, sizeof rounded);
+        }
+    }
+    return i;
 }
 
 /* the first multiple of 8 elements of h widened into out; returns how many */
@@ -193,9 +219,15 @@ FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)
                 h[i] = bfloat16_stochastic(float_bits(x[i]), random16(key, first + i));
-        else
-            for (int64_t i = 0; i < n; i++)
+        else {
+            int64_t i = 0;
+#if FO_F16C
+            if (has_avx512_bf16)
+                i = bfloat16_narrow_avx512(x, h, n);
+#endif
+            for (; i < n; i++)
                 h[i] = bfloat16_nearest(float_bits(x[i]));
+        }
     } else {
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)
