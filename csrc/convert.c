@@ -128,7 +128,7 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
  * conversions: exact widening, and round-to-nearest-even with NaN kept quiet). bfloat16
  * rounding sixteen at a time with AVX512-BF16, whose instruction rounds to nearest-even
  * but reads float32 subnormals as zero and keeps a NaN's payload: a group of sixteen
- * holding a subnormal, a zero or a NaN goes through the integer rounding above instead.
+ * holding a subnormal or a NaN goes through the integer rounding above instead.
  * Each is used where the CPU has it (checked when the library loads); the loops below
  * take the tail and every other CPU. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -149,12 +149,15 @@ __attribute__((target("avx512f,avx512bf16"))) static int64_t
 bfloat16_narrow_avx512(const float *x, uint16_t *h, int64_t n)
 {
     const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), zero = _mm512_setzero_si512();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 v = _mm512_loadu_ps(x + i);
-        const __mmask16 zero_exponent = _mm512_cmpeq_epi32_mask(
-            _mm512_and_si512(_mm512_castps_si512(v), exponent), _mm512_setzero_si512());
-        if (zero_exponent | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
+        const __m512i b = _mm512_castps_si512(v);
+        const __mmask16 subnormal =
+            _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, exponent), zero) &
+            _mm512_cmpneq_epi32_mask(_mm512_and_si512(b, magnitude), zero);
+        if (subnormal | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
             for (int k = 0; k < 16; k++)
                 h[i + k] = bfloat16_nearest(float_bits(x[i + k]));
         } else {
