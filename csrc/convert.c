@@ -133,7 +133,7 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
  * take the tail and every other CPU. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #  include <immintrin.h>
-#  define FO_F16C 1
+#  define FO_X86_CONVERSIONS 1
 
 static int has_f16c, has_avx512_bf16;
 
@@ -188,7 +188,7 @@ __attribute__((target("avx,f16c"))) static int64_t float16_narrow_f16c(const flo
     return i;
 }
 #else
-#  define FO_F16C 0
+#  define FO_X86_CONVERSIONS 0
 #endif
 
 /* ---- the block conversions the driver calls ---- */
@@ -203,7 +203,7 @@ FO_SIMD void fo_widen(const void *x, int dtype, float *out, int64_t n)
         }
     } else {
         int64_t i = 0;
-#if FO_F16C
+#if FO_X86_CONVERSIONS
         if (has_f16c)
             i = float16_widen_f16c(h, out, n);
 #endif
@@ -224,7 +224,7 @@ FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo
                 h[i] = bfloat16_stochastic(float_bits(x[i]), random16(key, first + i));
         else {
             int64_t i = 0;
-#if FO_F16C
+#if FO_X86_CONVERSIONS
             if (has_avx512_bf16)
                 i = bfloat16_narrow_avx512(x, h, n);
 #endif
@@ -237,7 +237,7 @@ FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo
                 h[i] = float16_stochastic(x[i], random16(key, first + i));
         else {
             int64_t i = 0;
-#if FO_F16C
+#if FO_X86_CONVERSIONS
             if (has_f16c)
                 i = float16_narrow_f16c(x, h, n);
 #endif
