@@ -95,31 +95,30 @@ static inline float float16_widen(uint16_t b)
 #error "fastoptim needs a compiler with _Float16 (GCC >= 12 or clang >= 15)"
 #endif
 
+/* Written without branches, in 32-bit integers, so that a loop of it vectorizes: every
+ * case is computed and the right one selected. */
 static inline uint16_t float16_stochastic(float x, uint32_t random)
 {
-    uint32_t b = float_bits(x);
-    uint32_t sign = (b >> 16) & 0x8000U, a = b & 0x7fffffffU;
-    if (a >= 0x47800000U)                           /* |x| >= 2^16, inf, NaN */
-        return a > 0x7f800000U ? float16_nearest(x) : (uint16_t)(sign | 0x7c00U);
-    uint32_t exponent = a >> 23;
-    uint32_t kept, fraction16;                      /* fraction16: discarded part, 16 bits */
-    if (exponent >= 113) {                          /* a normal float16: 13 bits discarded */
-        kept = ((exponent - 112) << 10) | ((a >> 13) & 0x3ffU);
-        fraction16 = (a & 0x1fffU) << 3;
-    } else {                                        /* a float16 subnormal, or below */
-        uint64_t mantissa = exponent ? (a & 0x7fffffU) | 0x800000U : a;
-        int shift = 13 + 113 - (exponent ? (int)exponent : 1);
-        if (shift >= 40) {
-            kept = 0;
-            fraction16 = 0;
-        } else {
-            kept = (uint32_t)(mantissa >> shift);
-            uint64_t discarded = mantissa & ((1ULL << shift) - 1);
-            fraction16 = (uint32_t)(shift >= 16 ? discarded >> (shift - 16)
-                                                : discarded << (16 - shift));
-        }
-    }
-    return (uint16_t)(sign | (kept + ((fraction16 + random) >> 16)));
+    const uint32_t b = float_bits(x);
+    const uint32_t sign = (b >> 16) & 0x8000U, a = b & 0x7fffffffU, exponent = a >> 23;
+    /* a normal float16 (exponent >= 113): 13 bits discarded */
+    const uint32_t normal_kept = ((exponent - 112) << 10) | ((a >> 13) & 0x3ffU);
+    const uint32_t normal_fraction = (a & 0x1fffU) << 3;
+    /* a float16 subnormal, or below: the 24-bit mantissa shifted right by 14 bits or more;
+     * fraction16 is the top 16 bits of what the shift discards */
+    const uint32_t mantissa = exponent ? (a & 0x7fffffU) | 0x800000U : a;
+    const uint32_t shift = 126 - (exponent ? exponent : 1);
+    const uint32_t small_kept = shift < 32 ? mantissa >> shift : 0;
+    const uint32_t small_fraction = shift <= 32 ? (mantissa << (32 - shift)) >> 16
+                                    : shift < 48 ? mantissa >> (shift - 16) : 0;
+    const uint32_t kept = exponent >= 113 ? normal_kept : small_kept;
+    const uint32_t fraction16 = exponent >= 113 ? normal_fraction : small_fraction;
+    const uint32_t rounded = sign | (kept + ((fraction16 + random) >> 16));
+    /* |x| >= 2^16 and inf become inf; a NaN stays one, quiet, with the top of its payload
+     * (what the nearest conversion gives) */
+    const uint32_t large = a > 0x7f800000U ? sign | 0x7e00U | ((a >> 13) & 0x3ffU)
+                                           : sign | 0x7c00U;
+    return (uint16_t)(a >= 0x47800000U ? large : rounded);
 }
 
 /* ---- x86's conversion instructions ----

@@ -145,6 +145,22 @@ def test_c_and_numpy_conversions_agree_on_every_bit_pattern_class(dtype, stochas
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", LOW, ids=IDS)
+def test_c_stochastic_stores_of_nan_and_inf_are_the_nearest_ones_to_the_bit(dtype):
+    """NaN (every payload class), inf and, for float16, magnitudes of 2**16 and more never
+    round stochastically: the stochastic C store gives exactly the bits of the nearest one
+    (not only "a NaN")."""
+    limit = np.float32(2.0**16 if dtype == FLOAT16 else np.inf)
+    with np.errstate(invalid="ignore"):
+        x = X[~np.isfinite(X) | (np.abs(X) >= limit)]
+    assert np.isnan(x).sum() > 1000
+    nearest = c_narrow(x, dtype).view(np.uint16)
+    for seed in (1, 2, 3):
+        stochastic = c_narrow(x, dtype, stochastic=True, seed=seed).view(np.uint16)
+        assert (stochastic == nearest).all(), dtype
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", LOW, ids=IDS)
 def test_c_widening_is_exact_for_every_bit_pattern(dtype):
     """All 2**16 values (and a tail shorter than a vector) widened by C as NumPy/ml_dtypes
     cast them: exact, subnormals included; a NaN stays a NaN of its sign (a signalling NaN
