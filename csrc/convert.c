@@ -105,12 +105,15 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
     const uint32_t normal_kept = ((exponent - 112) << 10) | ((a >> 13) & 0x3ffU);
     const uint32_t normal_fraction = (a & 0x1fffU) << 3;
     /* a float16 subnormal, or below: the 24-bit mantissa shifted right by 14 bits or more;
-     * fraction16 is the top 16 bits of what the shift discards */
+     * fraction16 is the top 16 bits of what the shift discards. This is computed for every
+     * x, so the shift is clamped to [14, 47] (126 - exponent wraps for large exponents):
+     * every shift count below stays under 32, and from 40 on both parts are 0 anyway. */
     const uint32_t mantissa = exponent ? (a & 0x7fffffU) | 0x800000U : a;
-    const uint32_t shift = 126 - (exponent ? exponent : 1);
-    const uint32_t small_kept = shift < 32 ? mantissa >> shift : 0;
+    const uint32_t unclamped = 126 - (exponent ? exponent : 1);
+    const uint32_t shift = unclamped < 14 ? 14 : unclamped > 47 ? 47 : unclamped;
+    const uint32_t small_kept = mantissa >> (shift < 31 ? shift : 31);
     const uint32_t small_fraction = shift <= 32 ? (mantissa << (32 - shift)) >> 16
-                                    : shift < 48 ? mantissa >> (shift - 16) : 0;
+                                                : mantissa >> (shift - 16);
     const uint32_t kept = exponent >= 113 ? normal_kept : small_kept;
     const uint32_t fraction16 = exponent >= 113 ? normal_fraction : small_fraction;
     const uint32_t rounded = sign | (kept + ((fraction16 + random) >> 16));
