@@ -131,11 +131,10 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
  * rounding sixteen at a time with AVX512-BF16, whose instruction rounds to nearest-even
  * but reads float32 subnormals as zero and keeps a NaN's payload: a group of sixteen
  * holding a subnormal or a NaN goes through the integer rounding above instead.
- * Each is used where the CPU has it (checked when the library loads); the loops below
- * take the tail and every other CPU. */
+ * Each converts the longest prefix it can (none where the CPU lacks the instructions,
+ * checked when the library loads) and returns its length; the loops below take the rest. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #  include <immintrin.h>
-#  define FO_X86_CONVERSIONS 1
 
 static int has_f16c, has_avx512_bf16;
 
@@ -146,10 +145,11 @@ __attribute__((constructor)) static void detect_conversions(void)
     has_avx512_bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
 }
 
-/* the first multiple of 16 elements of x rounded to nearest-even into h; returns how many */
 __attribute__((target("avx512f,avx512bf16"))) static int64_t
-bfloat16_narrow_avx512(const float *x, uint16_t *h, int64_t n)
+bfloat16_narrow_vector(const float *x, uint16_t *h, int64_t n)
 {
+    if (!has_avx512_bf16)
+        return 0;
     const __m512i exponent = _mm512_set1_epi32(0x7f800000);
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), zero = _mm512_setzero_si512();
     int64_t i = 0;
@@ -170,27 +170,46 @@ bfloat16_narrow_avx512(const float *x, uint16_t *h, int64_t n)
     return i;
 }
 
-/* the first multiple of 8 elements of h widened into out; returns how many */
-__attribute__((target("avx,f16c"))) static int64_t float16_widen_f16c(const uint16_t *h,
-                                                                     float *out, int64_t n)
+__attribute__((target("avx,f16c"))) static int64_t float16_widen_vector(const uint16_t *h,
+                                                                       float *out, int64_t n)
 {
+    if (!has_f16c)
+        return 0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
     return i;
 }
 
-__attribute__((target("avx,f16c"))) static int64_t float16_narrow_f16c(const float *x,
-                                                                      uint16_t *h, int64_t n)
+__attribute__((target("avx,f16c"))) static int64_t float16_narrow_vector(const float *x,
+                                                                        uint16_t *h, int64_t n)
 {
+    if (!has_f16c)
+        return 0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(h + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     return i;
 }
-#else
-#  define FO_X86_CONVERSIONS 0
+#else   /* no such instructions: the loops below convert everything */
+static int64_t bfloat16_narrow_vector(const float *x, uint16_t *h, int64_t n)
+{
+    (void)x, (void)h, (void)n;
+    return 0;
+}
+
+static int64_t float16_widen_vector(const uint16_t *h, float *out, int64_t n)
+{
+    (void)h, (void)out, (void)n;
+    return 0;
+}
+
+static int64_t float16_narrow_vector(const float *x, uint16_t *h, int64_t n)
+{
+    (void)x, (void)h, (void)n;
+    return 0;
+}
 #endif
 
 /* ---- the block conversions the driver calls ---- */
@@ -204,12 +223,7 @@ FO_SIMD void fo_widen(const void *x, int dtype, float *out, int64_t n)
             memcpy(out + i, &b, sizeof b);
         }
     } else {
-        int64_t i = 0;
-#if FO_X86_CONVERSIONS
-        if (has_f16c)
-            i = float16_widen_f16c(h, out, n);
-#endif
-        for (; i < n; i++)
+        for (int64_t i = float16_widen_vector(h, out, n); i < n; i++)
             out[i] = float16_widen(h[i]);
     }
 }
@@ -224,27 +238,15 @@ FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)
                 h[i] = bfloat16_stochastic(float_bits(x[i]), random16(key, first + i));
-        else {
-            int64_t i = 0;
-#if FO_X86_CONVERSIONS
-            if (has_avx512_bf16)
-                i = bfloat16_narrow_avx512(x, h, n);
-#endif
-            for (; i < n; i++)
+        else
+            for (int64_t i = bfloat16_narrow_vector(x, h, n); i < n; i++)
                 h[i] = bfloat16_nearest(float_bits(x[i]));
-        }
     } else {
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)
                 h[i] = float16_stochastic(x[i], random16(key, first + i));
-        else {
-            int64_t i = 0;
-#if FO_X86_CONVERSIONS
-            if (has_f16c)
-                i = float16_narrow_f16c(x, h, n);
-#endif
-            for (; i < n; i++)
+        else
+            for (int64_t i = float16_narrow_vector(x, h, n); i < n; i++)
                 h[i] = float16_nearest(x[i]);
-        }
     }
 }

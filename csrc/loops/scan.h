@@ -145,19 +145,16 @@ static void FN(column_run)(void *ctx, int64_t t)
 static void FN(scan_in_parallel)(fo_chunk_fn *chunk, const FN(ewma_scan_ctx) *c, int64_t n,
                                  int64_t columns, int threads)
 {
-    int64_t team = fo_team(n, threads), per_task;
-    if (c->inner == 1) {
-        const int64_t group = FO_SCAN_GROUP * c->length;
-        per_task = (FO_SCAN_TASK + group - 1) / group * FO_SCAN_GROUP;
-    } else {
-        if (team > c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES)
-            team = c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES;
-        per_task = (columns + team - 1) / (team > 1 ? team : 1);
-    }
+    int64_t team = fo_team(n, threads);
+    if (c->inner > 1 && team > c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES)
+        team = c->inner * (int64_t)sizeof(real) / FO_SCAN_RUN_BYTES;
     if (team <= 1) {
         chunk(c, 0, n);
         return;
     }
+    const int64_t group = FO_SCAN_GROUP * c->length;
+    const int64_t per_task = c->inner == 1 ? (FO_SCAN_TASK + group - 1) / group * FO_SCAN_GROUP
+                                           : (columns + team - 1) / team;
     FN(column_runs) r = {chunk, c, columns, per_task};
     fo_pool_run(FN(column_run), &r, (columns + per_task - 1) / per_task, (int)team);
 }
