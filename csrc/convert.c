@@ -16,6 +16,7 @@
 
 #include <string.h>
 
+#include "bfloat16.h"
 #include "simd.h"
 
 static uint64_t mix64(uint64_t z)
@@ -51,21 +52,7 @@ static inline uint32_t random16(uint64_t key, int64_t i)
     return h >> 16;
 }
 
-static inline uint32_t float_bits(float x)
-{
-    uint32_t b;
-    memcpy(&b, &x, sizeof b);
-    return b;
-}
-
-/* ---- bfloat16: the upper half of a float ---- */
-
-static inline uint16_t bfloat16_nearest(uint32_t b)
-{
-    if ((b & 0x7fffffffU) > 0x7f800000U)            /* NaN: a quiet NaN of the same sign */
-        return (uint16_t)((b >> 16) & 0x8000U) | 0x7fc0U;
-    return (uint16_t)((b + 0x7fffU + ((b >> 16) & 1U)) >> 16);
-}
+/* ---- bfloat16 (the nearest rounding and widening: bfloat16.h) ---- */
 
 static inline uint16_t bfloat16_stochastic(uint32_t b, uint32_t random)
 {
@@ -218,10 +205,8 @@ FO_SIMD void fo_widen(const void *x, int dtype, float *out, int64_t n)
 {
     const uint16_t *h = x;
     if (dtype == FO_BFLOAT16) {
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t b = (uint32_t)h[i] << 16;
-            memcpy(out + i, &b, sizeof b);
-        }
+        for (int64_t i = 0; i < n; i++)
+            out[i] = bfloat16_widen(h[i]);
     } else {
         for (int64_t i = float16_widen_vector(h, out, n); i < n; i++)
             out[i] = float16_widen(h[i]);

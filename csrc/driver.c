@@ -3,9 +3,10 @@
  * The work is cut into tasks for the pool: a large array into pieces (whole reduction
  * blocks), consecutive small arrays grouped until a task is worth a thread. Within a task,
  * a piece whose buffers are all stored in the compute type runs the loop straight on the
- * arrays; otherwise it runs in blocks: bfloat16/float16 buffers are widened into stack
- * buffers, the loop runs on the block, and the written ones (and the param copy) are
- * rounded back. Reducing kernels run one reduction block at a time and store one partial
+ * arrays, and so does one whose buffers are all bfloat16 (the loop's bfloat16 form, which
+ * converts in registers) when stores round to nearest; otherwise it runs in blocks:
+ * bfloat16/float16 buffers are widened into stack buffers, the loop runs on the block, and
+ * the written ones (and the param copy) are rounded back. Reducing kernels run one reduction block at a time and store one partial
  * per block, added up in block order at the end -- whatever thread ran which block.
  */
 #include "fastoptim.h"
@@ -51,7 +52,8 @@ static void span_f64(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
 }
 
 /* Elements [lo, hi) of array a computed in float: buffers stored as float32 are used in
- * place, bfloat16/float16 ones go through the block buffers. */
+ * place; all-bfloat16 arrays rounding to nearest go to the bfloat16 loop; other
+ * bfloat16/float16 buffers go through the block buffers. */
 static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
 {
     const fo_call *c = r->call;
@@ -64,11 +66,16 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
     for (int j = 0; j < k->nscalars; j++)
         s[j] = (float)sd[j];
 
-    int direct = data[k->nroles] == NULL;       /* no param copy, and ... */
-    for (int j = 0; j < k->nroles; j++)
-        if (data[j] && dtype[j] != FO_FLOAT32)  /* ... every buffer is float32 */
+    /* no param copy, and every buffer float32 (direct) or every one bfloat16 */
+    int direct = data[k->nroles] == NULL;
+    int bfloat16 = direct && !(c->writes && c->rounding.stochastic);
+    for (int j = 0; j < k->nroles; j++) {
+        if (data[j] && dtype[j] != FO_FLOAT32)
             direct = 0;
-    int64_t step = k->nsums ? FO_REDUCE_BLOCK : direct ? hi - lo : CONVERT_BLOCK;
+        if (data[j] && dtype[j] != FO_BFLOAT16)
+            bfloat16 = 0;
+    }
+    int64_t step = k->nsums ? FO_REDUCE_BLOCK : direct || bfloat16 ? hi - lo : CONVERT_BLOCK;
 
     uint64_t key[FO_MAX_ROLES];
     if (!direct && c->rounding.stochastic)
@@ -80,6 +87,15 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
     float *buf[FO_MAX_ROLES];
     for (int64_t b = lo; b < hi; b += step) {
         int64_t len = min64(step, hi - b);
+        double *sums = k->nsums ? r->partials + (r->block_offset[a] + b / FO_REDUCE_BLOCK) * k->nsums
+                                : NULL;
+        if (bfloat16) {
+            uint16_t *h[FO_MAX_ROLES];
+            for (int j = 0; j < k->nroles; j++)
+                h[j] = data[j] ? (uint16_t *)data[j] + b : NULL;
+            k->loop_bf16(s, h, len, sums);
+            continue;
+        }
         for (int j = 0; j < k->nroles; j++) {
             if (!data[j]) {
                 buf[j] = NULL;
@@ -90,8 +106,6 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
                 buf[j] = block[j];
             }
         }
-        double *sums = k->nsums ? r->partials + (r->block_offset[a] + b / FO_REDUCE_BLOCK) * k->nsums
-                                : NULL;
         k->loop_f32(s, buf, len, sums);
         if (direct || !c->writes)
             continue;

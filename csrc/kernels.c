@@ -1,12 +1,16 @@
-/* kernels.c -- every loop, instantiated for float (_f32) and double (_f64), and the
- * registry the Python layer reads (names, roles, scalars) and calls through fo_run.
+/* kernels.c -- every loop, instantiated for float (_f32) and double (_f64) buffers and
+ * for bfloat16 buffers computed in float (_bf16), and the registry the Python layer reads
+ * (names, roles, scalars) and calls through fo_run.
  *
  * The loops in loops/ (one file per family) are written once in terms of the compute type
- * `real` and name their functions and scalar structs through FN(name). */
+ * `real` and the storage type `stored`, and name their functions and scalar structs through
+ * FN(name). The EWMA scan and Adafactor have their own drivers and come in float and
+ * double only. */
 #include "fastoptim.h"
 
 #define real float
 #define uint_real uint32_t
+#define stored float
 #define FN(name) name##_f32
 #include "loops/common.h"
 #include "loops/sgd.h"
@@ -19,10 +23,12 @@
 #include "loops/adafactor.h"
 #undef real
 #undef uint_real
+#undef stored
 #undef FN
 
 #define real double
 #define uint_real uint64_t
+#define stored double
 #define FN(name) name##_f64
 #include "loops/common.h"
 #include "loops/sgd.h"
@@ -35,50 +41,71 @@
 #include "loops/adafactor.h"
 #undef real
 #undef uint_real
+#undef stored
+#undef FN
+
+/* every buffer bfloat16: widened and rounded in registers (fo_run picks these loops when
+ * a call's arrays are all bfloat16, rounding to nearest) */
+#define real float
+#define uint_real uint32_t
+#define stored uint16_t
+#define FO_STORED_BFLOAT16
+#define FN(name) name##_bf16
+#include "loops/common.h"
+#include "loops/sgd.h"
+#include "loops/adaptive.h"
+#include "loops/adam.h"
+#include "loops/sign.h"
+#include "loops/averaged.h"
+#include "loops/reduce.h"
+#undef real
+#undef uint_real
+#undef stored
+#undef FO_STORED_BFLOAT16
 #undef FN
 
 /* the prologue's fields (loops/common.h), first in every optimizer's scalars */
 #define PROLOGUE "maximize grad_factor weight_decay param_decay "
 #define NSCALARS(type) (int)(sizeof(type) / sizeof(double))
+#define LOOPS(name) name##_loop_f32, name##_loop_f64, name##_loop_bf16
 
 /* name, roles (role 1 only read), scalars, nroles, nscalars, nsums, combine_max, loops */
 const fo_kernel fo_kernels[] = {
     {"sgd_step", "param grad", PROLOGUE SGD_SCALARS,
-     2, NSCALARS(sgd_scalars_f64), 0, 0, sgd_loop_f32, sgd_loop_f64},
+     2, NSCALARS(sgd_scalars_f64), 0, 0, LOOPS(sgd)},
     {"momentum_step", "param grad momentum_buffer", PROLOGUE MOMENTUM_SCALARS,
-     3, NSCALARS(momentum_scalars_f64), 0, 0, momentum_loop_f32, momentum_loop_f64},
+     3, NSCALARS(momentum_scalars_f64), 0, 0, LOOPS(momentum)},
     {"adagrad_step", "param grad sum", PROLOGUE ADAGRAD_SCALARS,
-     3, NSCALARS(adagrad_scalars_f64), 0, 0, adagrad_loop_f32, adagrad_loop_f64},
+     3, NSCALARS(adagrad_scalars_f64), 0, 0, LOOPS(adagrad)},
     {"rmsprop_step", "param grad square_avg grad_avg momentum_buffer", PROLOGUE RMSPROP_SCALARS,
-     5, NSCALARS(rmsprop_scalars_f64), 0, 0, rmsprop_loop_f32, rmsprop_loop_f64},
+     5, NSCALARS(rmsprop_scalars_f64), 0, 0, LOOPS(rmsprop)},
     {"adadelta_step", "param grad square_avg acc_delta", PROLOGUE ADADELTA_SCALARS,
-     4, NSCALARS(adadelta_scalars_f64), 0, 0, adadelta_loop_f32, adadelta_loop_f64},
+     4, NSCALARS(adadelta_scalars_f64), 0, 0, LOOPS(adadelta)},
     {"adam_step", "param grad exp_avg exp_avg_sq max_exp_avg_sq", PROLOGUE ADAM_SCALARS,
-     5, NSCALARS(adam_scalars_f64), 0, 0, adam_loop_f32, adam_loop_f64},
+     5, NSCALARS(adam_scalars_f64), 0, 0, LOOPS(adam)},
     {"adamax_step", "param grad exp_avg exp_inf", PROLOGUE ADAMAX_SCALARS,
-     4, NSCALARS(adamax_scalars_f64), 0, 0, adamax_loop_f32, adamax_loop_f64},
+     4, NSCALARS(adamax_scalars_f64), 0, 0, LOOPS(adamax)},
     {"nadam_step", "param grad exp_avg exp_avg_sq", PROLOGUE NADAM_SCALARS,
-     4, NSCALARS(nadam_scalars_f64), 0, 0, nadam_loop_f32, nadam_loop_f64},
+     4, NSCALARS(nadam_scalars_f64), 0, 0, LOOPS(nadam)},
     {"radam_step", "param grad exp_avg exp_avg_sq", PROLOGUE RADAM_SCALARS,
-     4, NSCALARS(radam_scalars_f64), 0, 0, radam_loop_f32, radam_loop_f64},
+     4, NSCALARS(radam_scalars_f64), 0, 0, LOOPS(radam)},
     {"lamb_pass", "param grad exp_avg exp_avg_sq", PROLOGUE LAMB_SCALARS,
-     4, NSCALARS(lamb_scalars_f64), 2, 0, lamb_loop_f32, lamb_loop_f64},
+     4, NSCALARS(lamb_scalars_f64), 2, 0, LOOPS(lamb)},
     {"lion_step", "param grad exp_avg", PROLOGUE LION_SCALARS,
-     3, NSCALARS(lion_scalars_f64), 0, 0, lion_loop_f32, lion_loop_f64},
+     3, NSCALARS(lion_scalars_f64), 0, 0, LOOPS(lion)},
     {"rprop_step", "param grad prev step_size", PROLOGUE RPROP_SCALARS,
-     4, NSCALARS(rprop_scalars_f64), 0, 0, rprop_loop_f32, rprop_loop_f64},
+     4, NSCALARS(rprop_scalars_f64), 0, 0, LOOPS(rprop)},
     {"asgd_step", "param grad ax", PROLOGUE ASGD_SCALARS,
-     3, NSCALARS(asgd_scalars_f64), 0, 0, asgd_loop_f32, asgd_loop_f64},
+     3, NSCALARS(asgd_scalars_f64), 0, 0, LOOPS(asgd)},
     {"schedulefree_adamw_step", "param grad z exp_avg_sq", PROLOGUE SCHEDULEFREE_ADAMW_SCALARS,
-     4, NSCALARS(schedulefree_adamw_scalars_f64), 0, 0, schedulefree_adamw_loop_f32,
-     schedulefree_adamw_loop_f64},
+     4, NSCALARS(schedulefree_adamw_scalars_f64), 0, 0, LOOPS(schedulefree_adamw)},
     {"interpolate_step", "param target", INTERPOLATE_SCALARS,
-     2, NSCALARS(interpolate_scalars_f64), 0, 0, interpolate_loop_f32, interpolate_loop_f64},
+     2, NSCALARS(interpolate_scalars_f64), 0, 0, LOOPS(interpolate)},
     {"ewma_step", "average value", EWMA_SCALARS,
-     2, NSCALARS(ewma_scalars_f64), 0, 0, ewma_loop_f32, ewma_loop_f64},
-    {"sum_squares", "x", "", 1, 0, 2, 0, sum_squares_loop_f32, sum_squares_loop_f64},
-    {"sum_abs", "x", "", 1, 0, 2, 0, sum_abs_loop_f32, sum_abs_loop_f64},
-    {"max_abs", "x", "", 1, 0, 2, 1, max_abs_loop_f32, max_abs_loop_f64},
+     2, NSCALARS(ewma_scalars_f64), 0, 0, LOOPS(ewma)},
+    {"sum_squares", "x", "", 1, 0, 2, 0, LOOPS(sum_squares)},
+    {"sum_abs", "x", "", 1, 0, 2, 0, LOOPS(sum_abs)},
+    {"max_abs", "x", "", 1, 0, 2, 1, LOOPS(max_abs)},
 };
 
 const int fo_kernel_count = sizeof fo_kernels / sizeof fo_kernels[0];
@@ -86,6 +113,6 @@ const int fo_kernel_count = sizeof fo_kernels / sizeof fo_kernels[0];
 /* Adafactor runs through its own driver (adafactor.c): its names, for the registry check */
 const fo_kernel fo_adafactor_kernel = {
     "adafactor_pass", "param grad row_var col_var variance", PROLOGUE ADAFACTOR_SCALARS,
-    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL};
+    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL, NULL};
 
 ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};

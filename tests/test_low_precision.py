@@ -155,6 +155,53 @@ def test_the_chosen_layouts_cover_every_layout_and_both_roundings():
             assert len(seen.get((layout, rounding), ())) >= 3, (layout.label, rounding)
 
 
+# -- every buffer bfloat16, rounding to nearest: the loops that convert in registers ----------
+
+ALL_BF16 = Layout((BF16, BF16, BF16, None))
+
+
+@pytest.mark.parametrize("case", kernel_cases(), ids=lambda case: case.label)
+def test_every_kernel_with_every_buffer_bfloat16(case):
+    """This layout runs each loop's bfloat16 form (widening and rounding in registers, not
+    in blocks): every case, sizes around the SIMD widths, 1-3 threads."""
+    compare(case, ALL_BF16, "nearest", seed=2)
+
+
+def special_values(n, rng):
+    """float32 values whose bfloat16 rounding is a corner: NaN with payloads (one would
+    carry into the sign bit if rounded as a number), infinities, float32 subnormals, the
+    largest finite bfloat16 and values that round up to infinity, signed zeros, ties."""
+    corners = np.array([0x7fc00000, 0xffc00001, 0x7f800001, 0x7fffffff, 0xff800000,
+                        0x7f800000, 0x00000001, 0x807fffff, 0x00018000, 0x7f7f0000,
+                        0x7f7f8000, 0xff7fffff, 0x80000000, 0x00000000, 0x3f808000,
+                        0x3f818000, 0x3f80ffff, 0x3f807fff], np.uint32).view(np.float32)
+    x = rng.standard_normal(n).astype(np.float32)
+    x[rng.integers(0, n, 3 * corners.size)] = np.tile(corners, 3)
+    return x
+
+
+def test_bfloat16_loops_round_special_values_as_the_reference_does():
+    """Params, gradients and moments at the corners of bfloat16 rounding, through Adam
+    (amsgrad: a fourth buffer) and SGD, whose results meet those corners again: NaN and
+    infinity propagate, g*g overflows, subnormal moments round, param - lr*g lands on ties."""
+    rng = np.random.default_rng(5)
+    n = 4099
+    for module_args in [dict(max_exp_avg_sq=True), dict()]:
+        start = [special_values(n, rng).astype(BF16) for _ in range(5)]
+        grad = special_values(n, rng).astype(BF16) * BF16.type(1e30)
+        results = []
+        for module, kw in ((reference, {}), (kernels, dict(threads=2))):
+            p, m, v, vmax = (x.copy() for x in start[:4])
+            module.adam_step(p, grad, m, v, vmax if module_args else None, lr=0.5, step=3,
+                             weight_decay=0.1, **kw)
+            q = start[4].copy()
+            module.sgd_step(q, start[0], lr=2.0 ** -8, **kw)
+            results.append((p, m, v, vmax, q))
+        for name, fast, slow in zip("p m v vmax sgd".split(), results[1], results[0]):
+            assert_same_bits(fast, slow, name)
+    assert np.isnan(results[1][0].astype(np.float32)).any()
+
+
 # -- above the default threshold, on 1, 2 and 3 threads ----------------------------------------
 
 BIG = 2 * 65536 + 37

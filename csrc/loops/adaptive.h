@@ -1,6 +1,7 @@
 /* loops/adaptive.h -- AdaGrad, RMSProp and Adadelta (torch.optim.Adagrad / RMSprop /
  * Adadelta), with eps outside the square root (torch) or inside it (the lectures, optax).
- * Written once over `real`; kernels.c instantiates it for float and double. */
+ * Written once over `real` and `stored`; kernels.c instantiates it for float, double and
+ * bfloat16 buffers. */
 
 typedef struct {
     FN(prologue_scalars) pro;
@@ -12,18 +13,18 @@ typedef struct {
 
 /* buf: param, grad, sum.  s <- s + g*g;  p <- p - clr*g / den,
  * den = sqrt(s) + eps, or sqrt(s + eps) with eps_in_sqrt */
-FO_INLINE void FN(adagrad_body)(const FN(adagrad_scalars) *s, real *const *buf, int64_t n,
+FO_INLINE void FN(adagrad_body)(const FN(adagrad_scalars) *s, stored *const *buf, int64_t n,
                                 const int eps_in_sqrt)
 {
-    real *restrict param = buf[0], *restrict sum = buf[2];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict sum = buf[2];
+    const stored *restrict grad = buf[1];
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        real si = sum[i] + g * g;
-        sum[i] = si;
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
+        real si = FN(load)(sum[i]) + g * g;
+        sum[i] = FN(store)(si);
         real den = eps_in_sqrt ? FO_SQRT(si + s->eps) : FO_SQRT(si) + s->eps;
-        param[i] = p - s->clr * g / den;
+        param[i] = FN(store)(p - s->clr * g / den);
     }
 }
 
@@ -48,31 +49,31 @@ typedef struct {
  * v <- a*v + (1-a)*g*g;  centered: ga <- a*ga + (1-a)*g, d = v - ga*ga, else d = v;
  * den = sqrt(d) + eps, or sqrt(d + eps) with eps_in_sqrt;  momentum: b <- mu*b + g/den,
  * p <- p - lr*b;  else p <- p - lr*g/den. */
-FO_INLINE void FN(rmsprop_body)(const FN(rmsprop_scalars) *s, real *const *buf, int64_t n,
+FO_INLINE void FN(rmsprop_body)(const FN(rmsprop_scalars) *s, stored *const *buf, int64_t n,
                                 const int centered, const int has_momentum,
                                 const int eps_in_sqrt)
 {
-    real *restrict param = buf[0], *restrict v = buf[2];
-    real *restrict ga = buf[3], *restrict b = buf[4];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict v = buf[2];
+    stored *restrict ga = buf[3], *restrict b = buf[4];
+    const stored *restrict grad = buf[1];
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        real vi = s->alpha * v[i] + s->one_minus_alpha * (g * g);
-        v[i] = vi;
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
+        real vi = s->alpha * FN(load)(v[i]) + s->one_minus_alpha * (g * g);
+        v[i] = FN(store)(vi);
         real d = vi;
         if (centered) {
-            real gai = s->alpha * ga[i] + s->one_minus_alpha * g;
-            ga[i] = gai;
+            real gai = s->alpha * FN(load)(ga[i]) + s->one_minus_alpha * g;
+            ga[i] = FN(store)(gai);
             d = vi - gai * gai;
         }
         real den = eps_in_sqrt ? FO_SQRT(d + s->eps) : FO_SQRT(d) + s->eps;
         if (has_momentum) {
-            real bi = s->momentum * b[i] + g / den;
-            b[i] = bi;
-            param[i] = p - s->lr * bi;
+            real bi = s->momentum * FN(load)(b[i]) + g / den;
+            b[i] = FN(store)(bi);
+            param[i] = FN(store)(p - s->lr * bi);
         } else {
-            param[i] = p - s->lr * g / den;
+            param[i] = FN(store)(p - s->lr * g / den);
         }
     }
 }
@@ -109,16 +110,17 @@ typedef struct {
 FO_LOOP(adadelta)
 {
     const FN(adadelta_scalars) *s = (const void *)scalars_;
-    real *restrict param = buf[0], *restrict v = buf[2], *restrict u = buf[3];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict v = buf[2], *restrict u = buf[3];
+    const stored *restrict grad = buf[1];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        real vi = s->rho * v[i] + s->one_minus_rho * (g * g);
-        v[i] = vi;
-        real delta = FO_SQRT(u[i] + s->eps) / FO_SQRT(vi + s->eps) * g;
-        u[i] = s->rho * u[i] + s->one_minus_rho * (delta * delta);
-        param[i] = p - s->lr * delta;
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
+        real vi = s->rho * FN(load)(v[i]) + s->one_minus_rho * (g * g);
+        v[i] = FN(store)(vi);
+        real ui = FN(load)(u[i]);
+        real delta = FO_SQRT(ui + s->eps) / FO_SQRT(vi + s->eps) * g;
+        u[i] = FN(store)(s->rho * ui + s->one_minus_rho * (delta * delta));
+        param[i] = FN(store)(p - s->lr * delta);
     }
 }

@@ -1,7 +1,8 @@
 /* loops/averaged.h -- optimizers that keep an average of iterates: ASGD (torch.optim.ASGD)
  * and Schedule-Free AdamW (Defazio et al. 2024, the `schedulefree` reference code); the
  * interpolation Schedule-Free's train()/eval() switch uses; and the EWMA state update.
- * Written once over `real`; kernels.c instantiates it for float and double. */
+ * Written once over `real` and `stored`; kernels.c instantiates it for float, double and
+ * bfloat16 buffers. */
 
 typedef struct {
     FN(prologue_scalars) pro;
@@ -13,18 +14,19 @@ typedef struct {
 
 /* buf: param, grad, ax.  p <- p*(1 - lambd*eta);  p <- p - eta*g;
  * ax <- ax + (p - ax)*mu, or ax <- p when mu == 1 */
-FO_INLINE void FN(asgd_body)(const FN(asgd_scalars) *s, real *const *buf, int64_t n,
+FO_INLINE void FN(asgd_body)(const FN(asgd_scalars) *s, stored *const *buf, int64_t n,
                              const int copy)
 {
-    real *restrict param = buf[0], *restrict ax = buf[2];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict ax = buf[2];
+    const stored *restrict grad = buf[1];
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
         p = p * s->shrink;
         p = p - s->eta * g;
-        param[i] = p;
-        ax[i] = copy ? p : ax[i] + (p - ax[i]) * s->mu;
+        param[i] = FN(store)(p);
+        real ai = FN(load)(ax[i]);
+        ax[i] = FN(store)(copy ? p : ai + (p - ai) * s->mu);
     }
 }
 
@@ -53,21 +55,21 @@ typedef struct {
 FO_LOOP(schedulefree_adamw)
 {
     const FN(schedulefree_adamw_scalars) *s = (const void *)scalars_;
-    real *restrict y = buf[0], *restrict z = buf[2], *restrict v = buf[3];
-    const real *restrict grad = buf[1];
+    stored *restrict y = buf[0], *restrict z = buf[2], *restrict v = buf[3];
+    const stored *restrict grad = buf[1];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, y[i], grad[i], &p, &g);
-        real vi = s->beta2 * v[i] + s->one_minus_beta2 * (g * g);
-        v[i] = vi;
+        FN(prologue)(&s->pro, FN(load)(y[i]), FN(load)(grad[i]), &p, &g);
+        real vi = s->beta2 * FN(load)(v[i]) + s->one_minus_beta2 * (g * g);
+        v[i] = FN(store)(vi);
         real d = g / (FO_SQRT(vi * s->inv_bc2) + s->eps);
         if (s->decay != 0)
             d = d + s->decay * p;
-        real zi = z[i];
+        real zi = FN(load)(z[i]);
         p = p + s->ckp1 * (zi - p);
-        y[i] = p + s->y_step * d;
-        z[i] = zi - s->lr * d;
+        y[i] = FN(store)(p + s->y_step * d);
+        z[i] = FN(store)(zi - s->lr * d);
     }
 }
 
@@ -80,11 +82,13 @@ typedef struct {
 FO_LOOP(interpolate)
 {
     const FN(interpolate_scalars) *s = (const void *)scalars_;
-    real *restrict param = buf[0];
-    const real *restrict target = buf[1];
+    stored *restrict param = buf[0];
+    const stored *restrict target = buf[1];
     (void)sums;
-    for (int64_t i = 0; i < n; i++)
-        param[i] = param[i] + s->weight * (target[i] - param[i]);
+    for (int64_t i = 0; i < n; i++) {
+        real p = FN(load)(param[i]);
+        param[i] = FN(store)(p + s->weight * (FN(load)(target[i]) - p));
+    }
 }
 
 typedef struct {
@@ -96,9 +100,9 @@ typedef struct {
 FO_LOOP(ewma)
 {
     const FN(ewma_scalars) *s = (const void *)scalars_;
-    real *restrict v = buf[0];
-    const real *restrict x = buf[1];
+    stored *restrict v = buf[0];
+    const stored *restrict x = buf[1];
     (void)sums;
     for (int64_t i = 0; i < n; i++)
-        v[i] = s->beta * v[i] + s->one_minus_beta * x[i];
+        v[i] = FN(store)(s->beta * FN(load)(v[i]) + s->one_minus_beta * FN(load)(x[i]));
 }

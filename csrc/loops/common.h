@@ -1,6 +1,8 @@
-/* loops/common.h -- what every loop file shares; included once per compute type by
- * kernels.c, after `real` (float or double), `uint_real` (the unsigned integer of its size)
- * and FN(name) (name_f32 / name_f64) are defined. */
+/* loops/common.h -- what every loop file shares; included once per instantiation by
+ * kernels.c, after `real` (the compute type: float or double), `uint_real` (the unsigned
+ * integer of its size), `stored` (how a buffer holds an element: real itself, or uint16_t
+ * for bfloat16 buffers, with FO_STORED_BFLOAT16 defined) and FN(name) (name_f32 / name_f64
+ * / name_bf16) are defined. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -8,17 +10,30 @@
 #ifndef FO_LOOPS_COMMON_ONCE
 #define FO_LOOPS_COMMON_ONCE
 
+#include "../bfloat16.h"
 #include "../simd.h"
 
 #define FO_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
 
-/* A kernel's loop and its scalars struct, named alike: FO_LOOP(adam) is adam_loop_f32/_f64
- * taking adam_scalars_f32/_f64. */
+/* A kernel's loop and its scalars struct, named alike: FO_LOOP(adam) is
+ * adam_loop_f32/_f64/_bf16 taking adam_scalars_f32/_f64/_bf16. */
 #define FO_LOOP(name) \
-    FO_SIMD static void FN(name##_loop)(const real *scalars_, real *const *buf, int64_t n, \
+    FO_SIMD static void FN(name##_loop)(const real *scalars_, stored *const *buf, int64_t n, \
                                         double *sums)
 
 #endif /* FO_LOOPS_COMMON_ONCE */
+
+/* Loops read every buffer element through FN(load) and write it through FN(store), and
+ * keep values in `real` in between: in the bfloat16 instantiation they widen and round
+ * (to nearest even) in registers, exactly as the block conversions of the driver do, so a
+ * loop reads each buffer element once, before it writes it, and never reads it back. */
+#ifdef FO_STORED_BFLOAT16
+FO_INLINE real FN(load)(stored x) { return bfloat16_widen(x); }
+FO_INLINE stored FN(store)(real x) { return bfloat16_nearest(float_bits(x)); }
+#else
+FO_INLINE real FN(load)(stored x) { return x; }
+FO_INLINE stored FN(store)(real x) { return x; }
+#endif
 
 /* The first fields of every optimizer's scalars struct: what every optimizer does to its
  * gradient and parameter before its own update (fo_prologue below). */

@@ -1,5 +1,6 @@
-/* loops/sgd.h -- plain SGD and momentum in its three forms. Written once over `real`;
- * kernels.c instantiates it for float and double. buf: param, grad[, momentum_buffer]. */
+/* loops/sgd.h -- plain SGD and momentum in its three forms. Written once over `real` and
+ * `stored`; kernels.c instantiates it for float, double and bfloat16 buffers.
+ * buf: param, grad[, momentum_buffer]. */
 
 typedef struct {
     FN(prologue_scalars) pro;
@@ -11,13 +12,13 @@ typedef struct {
 FO_LOOP(sgd)
 {
     const FN(sgd_scalars) *s = (const void *)scalars_;
-    real *restrict param = buf[0];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0];
+    const stored *restrict grad = buf[1];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        param[i] = p - s->lr * g;
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
+        param[i] = FN(store)(p - s->lr * g);
     }
 }
 
@@ -38,28 +39,28 @@ typedef struct {
  *             beta*v + (1-beta)*g;  s = lr or lr/(1-beta^t)
  *   velocity: v0 = v;  v <- mu*v0 - lr*g;  p <- p + v, or with nesterov (CS231n, the corrected
  *             Deep Learning from Scratch) p <- p - mu*v0 + (1+mu)*v */
-FO_INLINE void FN(momentum_body)(const FN(momentum_scalars) *s, real *const *buf, int64_t n,
+FO_INLINE void FN(momentum_body)(const FN(momentum_scalars) *s, stored *const *buf, int64_t n,
                                  const int form, const int nesterov, const int first_step)
 {
-    real *restrict param = buf[0], *restrict b = buf[2];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict b = buf[2];
+    const stored *restrict grad = buf[1];
     const real mu = s->momentum, w = s->grad_weight, step = s->step_size;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
         if (form == FO_MOMENTUM_TORCH) {
-            real bi = first_step ? g : mu * b[i] + w * g;
-            b[i] = bi;
-            param[i] = p - step * (nesterov ? g + mu * bi : bi);
+            real bi = first_step ? g : mu * FN(load)(b[i]) + w * g;
+            b[i] = FN(store)(bi);
+            param[i] = FN(store)(p - step * (nesterov ? g + mu * bi : bi));
         } else if (form == FO_MOMENTUM_EWMA) {
-            real vi = mu * b[i] + w * g;
-            b[i] = vi;
-            param[i] = p - step * (nesterov ? mu * vi + w * g : vi);
+            real vi = mu * FN(load)(b[i]) + w * g;
+            b[i] = FN(store)(vi);
+            param[i] = FN(store)(p - step * (nesterov ? mu * vi + w * g : vi));
         } else {
-            real v0 = b[i];
+            real v0 = FN(load)(b[i]);
             real vi = mu * v0 - w * g;
-            b[i] = vi;
-            param[i] = nesterov ? p - mu * v0 + step * vi : p + vi;
+            b[i] = FN(store)(vi);
+            param[i] = FN(store)(nesterov ? p - mu * v0 + step * vi : p + vi);
         }
     }
 }

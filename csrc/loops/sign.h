@@ -1,6 +1,6 @@
 /* loops/sign.h -- optimizers that step by the sign of something: Lion (Chen et al. 2023)
- * and Rprop (torch.optim.Rprop). Written once over `real`; kernels.c instantiates it for
- * float and double. */
+ * and Rprop (torch.optim.Rprop). Written once over `real` and `stored`; kernels.c
+ * instantiates it for float, double and bfloat16 buffers. */
 
 typedef struct {
     FN(prologue_scalars) pro;
@@ -14,15 +14,16 @@ typedef struct {
 FO_LOOP(lion)
 {
     const FN(lion_scalars) *s = (const void *)scalars_;
-    real *restrict param = buf[0], *restrict m = buf[2];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict m = buf[2];
+    const stored *restrict grad = buf[1];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        real c = s->beta1 * m[i] + s->one_minus_beta1 * g;
-        param[i] = p - s->lr * FN(sign)(c);
-        m[i] = s->beta2 * m[i] + s->one_minus_beta2 * g;
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
+        real mi = FN(load)(m[i]);
+        real c = s->beta1 * mi + s->one_minus_beta1 * g;
+        param[i] = FN(store)(p - s->lr * FN(sign)(c));
+        m[i] = FN(store)(s->beta2 * mi + s->one_minus_beta2 * g);
     }
 }
 
@@ -40,20 +41,20 @@ typedef struct {
 FO_LOOP(rprop)
 {
     const FN(rprop_scalars) *s = (const void *)scalars_;
-    real *restrict param = buf[0], *restrict prev = buf[2], *restrict step = buf[3];
-    const real *restrict grad = buf[1];
+    stored *restrict param = buf[0], *restrict prev = buf[2], *restrict step = buf[3];
+    const stored *restrict grad = buf[1];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
-        FN(prologue)(&s->pro, param[i], grad[i], &p, &g);
-        real product = g * prev[i];
+        FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
+        real product = g * FN(load)(prev[i]);
         real factor = product > 0 ? s->eta_plus : product < 0 ? s->eta_minus
                       : product == 0 ? (real)1 : product;
-        real si = step[i] * factor;
+        real si = FN(load)(step[i]) * factor;
         si = si < s->step_size_min ? s->step_size_min : si > s->step_size_max ? s->step_size_max : si;
         real gi = factor == s->eta_minus ? (real)0 : g;
-        step[i] = si;
-        prev[i] = gi;
-        param[i] = p - FN(sign)(gi) * si;
+        step[i] = FN(store)(si);
+        prev[i] = FN(store)(gi);
+        param[i] = FN(store)(p - FN(sign)(gi) * si);
     }
 }

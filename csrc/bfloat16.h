@@ -1,0 +1,34 @@
+/* bfloat16.h -- a bfloat16 is the upper half of a float32. Widening is exact; rounding is
+ * to nearest-even as ml_dtypes does it, a NaN becoming the quiet NaN of its sign. Shared by
+ * the block conversions (convert.c) and the loops that read and write bfloat16 directly
+ * (loops/common.h), so both round alike. Branch-free, so loops of them vectorize. */
+#ifndef FO_BFLOAT16_H
+#define FO_BFLOAT16_H
+
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t float_bits(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+static inline float bfloat16_widen(uint16_t h)
+{
+    uint32_t b = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* b: a float's bits */
+static inline uint16_t bfloat16_nearest(uint32_t b)
+{
+    if ((b & 0x7fffffffU) > 0x7f800000U)            /* NaN: a quiet NaN of the same sign */
+        return (uint16_t)((b >> 16) & 0x8000U) | 0x7fc0U;
+    return (uint16_t)((b + 0x7fffU + ((b >> 16) & 1U)) >> 16);
+}
+
+#endif
