@@ -8,6 +8,12 @@
 #include <stdint.h>
 #include <string.h>
 
+/* A bfloat16 as the loops hold it: a type of its own, so that a buffer element read or
+ * written without its conversion (a bfloat16's bits taken as a number) does not compile. */
+typedef struct {
+    uint16_t bits;
+} fo_bfloat16;
+
 static inline uint32_t float_bits(float x)
 {
     uint32_t b;

@@ -2,12 +2,13 @@
  *
  * The work is cut into tasks for the pool: a large array into pieces (whole reduction
  * blocks), consecutive small arrays grouped until a task is worth a thread. Within a task,
- * a piece whose buffers are all stored in the compute type runs the loop straight on the
- * arrays, and so does one whose buffers are all bfloat16 (the loop's bfloat16 form, which
- * converts in registers) when stores round to nearest; otherwise it runs in blocks:
- * bfloat16/float16 buffers are widened into stack buffers, the loop runs on the block, and
- * the written ones (and the param copy) are rounded back. Reducing kernels run one reduction block at a time and store one partial
- * per block, added up in block order at the end -- whatever thread ran which block.
+ * a piece runs its loop straight on the arrays when the loop was compiled for their
+ * layout: every buffer in the compute type, or (stores rounding to nearest) every buffer
+ * bfloat16, or float32 params with bfloat16 state; those loops convert in registers.
+ * Otherwise it runs in blocks: bfloat16/float16 buffers are widened into stack buffers,
+ * the loop runs on the block, and the written ones (and the param copy) are rounded back.
+ * Reducing kernels run one reduction block at a time and store one partial per block,
+ * added up in block order at the end -- whatever thread ran which block.
  */
 #include "fastoptim.h"
 
@@ -40,7 +41,7 @@ static void span_f64(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
     const int roles = k->nroles + 1;
     void *const *data = c->data + a * roles;
     const double *s = c->scalars + (c->per_array ? a * k->nscalars : 0);
-    double *buf[FO_MAX_ROLES];
+    void *buf[FO_MAX_ROLES];
     int64_t step = k->nsums ? FO_REDUCE_BLOCK : hi - lo;
     for (int64_t b = lo; b < hi; b += step) {
         for (int j = 0; j < k->nroles; j++)
@@ -51,9 +52,38 @@ static void span_f64(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
     }
 }
 
-/* Elements [lo, hi) of array a computed in float: buffers stored as float32 are used in
- * place; all-bfloat16 arrays rounding to nearest go to the bfloat16 loop; other
- * bfloat16/float16 buffers go through the block buffers. */
+/* The loop that runs on array a's buffers as they are stored, with no block conversions:
+ * float32 buffers, and when stores round to nearest, bfloat16 ones or a float32 param and
+ * gradient with bfloat16 state. NULL for any other mix, or with a param copy. */
+static fo_loop_f32 *loop_as_stored(const fo_call *c, void *const *data, const int *dtype)
+{
+    const fo_kernel *k = c->kernel;
+    if (data[k->nroles])
+        return NULL;
+    int params = -1, state = -1;    /* the dtype of roles 0-1, of roles 2..; -2: mixed */
+    for (int j = 0; j < k->nroles; j++) {
+        int *kind = j < 2 ? &params : &state;
+        if (data[j])
+            *kind = *kind == -1 || *kind == dtype[j] ? dtype[j] : -2;
+    }
+    if (state == -1)
+        state = params;             /* a kernel without state buffers */
+    if (params == FO_FLOAT32 && state == FO_FLOAT32)
+        return k->loop_f32;
+    if (c->writes && c->rounding.stochastic)
+        return NULL;
+    if (params == FO_BFLOAT16 && state == FO_BFLOAT16)
+        return k->loop_bf16;
+    if (params == FO_FLOAT32 && state == FO_BFLOAT16)
+        return k->loop_f32_bf16;
+    return NULL;
+}
+
+static size_t itemsize(int dtype) { return dtype == FO_FLOAT64 ? 8 : dtype == FO_FLOAT32 ? 4 : 2; }
+
+/* Elements [lo, hi) of array a computed in float: on the buffers as stored when a loop
+ * exists for their layout, otherwise float32 buffers in place and bfloat16/float16 ones
+ * through the block buffers. */
 static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
 {
     const fo_call *c = r->call;
@@ -66,34 +96,25 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
     for (int j = 0; j < k->nscalars; j++)
         s[j] = (float)sd[j];
 
-    /* no param copy, and every buffer float32 (direct) or every one bfloat16 */
-    int direct = data[k->nroles] == NULL;
-    int bfloat16 = direct && !(c->writes && c->rounding.stochastic);
-    for (int j = 0; j < k->nroles; j++) {
-        if (data[j] && dtype[j] != FO_FLOAT32)
-            direct = 0;
-        if (data[j] && dtype[j] != FO_BFLOAT16)
-            bfloat16 = 0;
-    }
-    int64_t step = k->nsums ? FO_REDUCE_BLOCK : direct || bfloat16 ? hi - lo : CONVERT_BLOCK;
+    fo_loop_f32 *as_stored = loop_as_stored(c, data, dtype);
+    int64_t step = k->nsums ? FO_REDUCE_BLOCK : as_stored ? hi - lo : CONVERT_BLOCK;
 
     uint64_t key[FO_MAX_ROLES];
-    if (!direct && c->rounding.stochastic)
+    if (!as_stored && c->rounding.stochastic)
         for (int j = 0; j < roles; j++)
             key[j] = fo_rounding_key(&c->rounding, c->first_index + a, j);
 
     /* rows padded by a cache line: rows 8 KiB apart would alias in the 4 KiB store-to-load check */
     _Alignas(64) float block[FO_MAX_ROLES][FO_REDUCE_BLOCK + 16];
-    float *buf[FO_MAX_ROLES];
+    void *buf[FO_MAX_ROLES];
     for (int64_t b = lo; b < hi; b += step) {
         int64_t len = min64(step, hi - b);
         double *sums = k->nsums ? r->partials + (r->block_offset[a] + b / FO_REDUCE_BLOCK) * k->nsums
                                 : NULL;
-        if (bfloat16) {
-            uint16_t *h[FO_MAX_ROLES];
+        if (as_stored) {
             for (int j = 0; j < k->nroles; j++)
-                h[j] = data[j] ? (uint16_t *)data[j] + b : NULL;
-            k->loop_bf16(s, h, len, sums);
+                buf[j] = data[j] ? (char *)data[j] + b * itemsize(dtype[j]) : NULL;
+            as_stored(s, buf, len, sums);
             continue;
         }
         for (int j = 0; j < k->nroles; j++) {
@@ -107,7 +128,7 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
             }
         }
         k->loop_f32(s, buf, len, sums);
-        if (direct || !c->writes)
+        if (!c->writes)
             continue;
         for (int j = 0; j < k->nroles; j++)
             if (j != 1 && data[j] && dtype[j] != FO_FLOAT32)

@@ -1,17 +1,17 @@
 /* fastoptim.h -- the C kernel interface.
  *
  * A kernel is an element loop (csrc/loops/, written once over the type `real`, instantiated
- * in kernels.c for float and double buffers and for bfloat16 ones) plus an entry in the
- * registry `fo_kernels`. One call
+ * in kernels.c for a few storage layouts) plus an entry in the registry `fo_kernels`. One call
  * (fo_run) steps a whole list of arrays: for each array, a fixed number of buffers (its
  * "roles": param, grad, then the state buffers), each with its own storage dtype.
  *
  * Arithmetic happens in the compute type: double for float64 params, float for everything
- * else. Buffers stored in float32/float64 are updated in place. When every buffer of an
- * array is bfloat16 and stores round to nearest, the loop's bfloat16 instantiation widens
- * and rounds in registers. Otherwise bfloat16/float16 buffers are widened to float in
- * blocks, the loop runs on the block, and the written ones are rounded back once (to
- * nearest even, or stochastically). Both give the same bits; one loop serves every dtype.
+ * else. Buffers stored in float32/float64 are updated in place. When an array's buffers
+ * are all bfloat16, or its param and gradient float32 and its state bfloat16, and stores
+ * round to nearest, the loop instantiated for that layout widens and rounds in registers.
+ * Otherwise bfloat16/float16 buffers are widened to float in blocks, the loop runs on the
+ * block, and the written ones are rounded back once (to nearest even, or stochastically).
+ * Both give the same bits; one loop serves every dtype.
  *
  * The per-step scalars (bias corrections, step sizes, 1 - beta, ...) arrive computed in
  * double by the Python layer, one struct of doubles per kernel whose field names are listed
@@ -46,12 +46,12 @@ enum { FO_ADAM_DEN_TORCH = 0, FO_ADAM_DEN_EPS_ROOT = 1, FO_ADAM_DEN_EPS_HAT = 2 
 enum { FO_LANES_SQUARE = 0, FO_LANES_ABS = 1 };   /* loops/reduce.h */
 
 /* A loop over n elements of the compute type `real` (float or double): buf[r] points at
- * role r's first element (NULL when the role is unused), stored as `real` or, for
- * fo_loop_bf16, as bfloat16 bits; scalars at the kernel's scalars struct of `real`. A reducing kernel (nsums > 0) is called one reduction block at a time
- * (n <= FO_REDUCE_BLOCK) and writes that block's nsums totals to sums. */
-typedef void fo_loop_f32(const float *scalars, float *const *buf, int64_t n, double *sums);
-typedef void fo_loop_f64(const double *scalars, double *const *buf, int64_t n, double *sums);
-typedef void fo_loop_bf16(const float *scalars, uint16_t *const *buf, int64_t n, double *sums);
+ * role r's first element (NULL when the role is unused), stored as the loop's layout
+ * says; scalars at the kernel's scalars struct of `real`. A reducing kernel (nsums > 0) is
+ * called one reduction block at a time (n <= FO_REDUCE_BLOCK) and writes that block's
+ * nsums totals to sums. */
+typedef void fo_loop_f32(const float *scalars, void *const *buf, int64_t n, double *sums);
+typedef void fo_loop_f64(const double *scalars, void *const *buf, int64_t n, double *sums);
 
 typedef struct {
     const char *name;           /* the Python function, e.g. "adam_step" */
@@ -59,9 +59,10 @@ typedef struct {
     const char *scalars;        /* the scalars struct's fields, in order */
     int nroles, nscalars, nsums;
     int combine_max;            /* reducing: blocks combine by maximum, not by sum */
-    fo_loop_f32 *loop_f32;
-    fo_loop_f64 *loop_f64;
-    fo_loop_bf16 *loop_bf16;
+    fo_loop_f32 *loop_f32;      /* float32 buffers */
+    fo_loop_f64 *loop_f64;      /* float64 buffers */
+    fo_loop_f32 *loop_bf16;     /* bfloat16 buffers, rounding to nearest */
+    fo_loop_f32 *loop_f32_bf16; /* float32 param and gradient, bfloat16 state, to nearest */
 } fo_kernel;
 
 extern const fo_kernel fo_kernels[];

@@ -1,73 +1,79 @@
-/* kernels.c -- every loop, instantiated for float (_f32) and double (_f64) buffers and
- * for bfloat16 buffers computed in float (_bf16), and the registry the Python layer reads
- * (names, roles, scalars) and calls through fo_run.
+/* kernels.c -- every loop, instantiated once per storage layout, and the registry the
+ * Python layer reads (names, roles, scalars) and calls through fo_run.
  *
  * The loops in loops/ (one file per family) are written once in terms of the compute type
- * `real` and the storage type `stored`, and name their functions and scalar structs through
- * FN(name). The EWMA scan and Adafactor have their own drivers and come in float and
- * double only. */
+ * `real`, the storage types `stored` (param and gradient) and `stored_state` (state
+ * buffers), and name their functions and scalar structs through FN(name). The layouts:
+ *   _f32      float32 buffers                      _f64   float64 buffers
+ *   _bf16     bfloat16 buffers, computed in float
+ *   _f32_bf16 float32 param and gradient, bfloat16 state, computed in float
+ * fo_run picks the bfloat16 ones when stores round to nearest; every other mix of dtypes
+ * runs the _f32 loop on blocks widened to float. The EWMA scan and Adafactor have their
+ * own drivers and come in float and double only. */
 #include "fastoptim.h"
 
 #define real float
 #define uint_real uint32_t
 #define stored float
+#define stored_state float
 #define FN(name) name##_f32
-#include "loops/common.h"
-#include "loops/sgd.h"
-#include "loops/adaptive.h"
-#include "loops/adam.h"
-#include "loops/sign.h"
-#include "loops/averaged.h"
-#include "loops/reduce.h"
+#include "loops/elementwise.h"
 #include "loops/scan.h"
 #include "loops/adafactor.h"
 #undef real
 #undef uint_real
 #undef stored
+#undef stored_state
 #undef FN
 
 #define real double
 #define uint_real uint64_t
 #define stored double
+#define stored_state double
 #define FN(name) name##_f64
-#include "loops/common.h"
-#include "loops/sgd.h"
-#include "loops/adaptive.h"
-#include "loops/adam.h"
-#include "loops/sign.h"
-#include "loops/averaged.h"
-#include "loops/reduce.h"
+#include "loops/elementwise.h"
 #include "loops/scan.h"
 #include "loops/adafactor.h"
 #undef real
 #undef uint_real
 #undef stored
+#undef stored_state
 #undef FN
 
-/* every buffer bfloat16: widened and rounded in registers (fo_run picks these loops when
- * a call's arrays are all bfloat16, rounding to nearest) */
 #define real float
 #define uint_real uint32_t
-#define stored uint16_t
-#define FO_STORED_BFLOAT16
+#define stored fo_bfloat16
+#define stored_state fo_bfloat16
+#define FO_PARAMS_BFLOAT16
+#define FO_STATE_BFLOAT16
 #define FN(name) name##_bf16
-#include "loops/common.h"
-#include "loops/sgd.h"
-#include "loops/adaptive.h"
-#include "loops/adam.h"
-#include "loops/sign.h"
-#include "loops/averaged.h"
-#include "loops/reduce.h"
+#include "loops/elementwise.h"
 #undef real
 #undef uint_real
 #undef stored
-#undef FO_STORED_BFLOAT16
+#undef stored_state
+#undef FO_PARAMS_BFLOAT16
+#undef FO_STATE_BFLOAT16
+#undef FN
+
+#define real float
+#define uint_real uint32_t
+#define stored float
+#define stored_state fo_bfloat16
+#define FO_STATE_BFLOAT16
+#define FN(name) name##_f32_bf16
+#include "loops/elementwise.h"
+#undef real
+#undef uint_real
+#undef stored
+#undef stored_state
+#undef FO_STATE_BFLOAT16
 #undef FN
 
 /* the prologue's fields (loops/common.h), first in every optimizer's scalars */
 #define PROLOGUE "maximize grad_factor weight_decay param_decay "
 #define NSCALARS(type) (int)(sizeof(type) / sizeof(double))
-#define LOOPS(name) name##_loop_f32, name##_loop_f64, name##_loop_bf16
+#define LOOPS(name) name##_loop_f32, name##_loop_f64, name##_loop_bf16, name##_loop_f32_bf16
 
 /* name, roles (role 1 only read), scalars, nroles, nscalars, nsums, combine_max, loops */
 const fo_kernel fo_kernels[] = {
@@ -113,6 +119,6 @@ const int fo_kernel_count = sizeof fo_kernels / sizeof fo_kernels[0];
 /* Adafactor runs through its own driver (adafactor.c): its names, for the registry check */
 const fo_kernel fo_adafactor_kernel = {
     "adafactor_pass", "param grad row_var col_var variance", PROLOGUE ADAFACTOR_SCALARS,
-    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL, NULL};
+    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL, NULL, NULL};
 
 ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};

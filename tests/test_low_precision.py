@@ -155,16 +155,18 @@ def test_the_chosen_layouts_cover_every_layout_and_both_roundings():
             assert len(seen.get((layout, rounding), ())) >= 3, (layout.label, rounding)
 
 
-# -- every buffer bfloat16, rounding to nearest: the loops that convert in registers ----------
+# -- the layouts with loops of their own, rounding to nearest: conversions in registers --------
 
-ALL_BF16 = Layout((BF16, BF16, BF16, None))
+IN_REGISTERS = [Layout((BF16, BF16, BF16, None)),   # every buffer bfloat16
+                Layout((F32, F32, BF16, None))]     # float32 params, bfloat16 state
 
 
+@pytest.mark.parametrize("layout", IN_REGISTERS, ids=[layout.label for layout in IN_REGISTERS])
 @pytest.mark.parametrize("case", kernel_cases(), ids=lambda case: case.label)
-def test_every_kernel_with_every_buffer_bfloat16(case):
-    """This layout runs each loop's bfloat16 form (widening and rounding in registers, not
+def test_every_kernel_in_the_layouts_converted_in_registers(case, layout):
+    """These layouts run a loop compiled for them (widening and rounding in registers, not
     in blocks): every case, sizes around the SIMD widths, 1-3 threads."""
-    compare(case, ALL_BF16, "nearest", seed=2)
+    compare(case, layout, "nearest", seed=2)
 
 
 def special_values(n, rng):
@@ -180,26 +182,32 @@ def special_values(n, rng):
     return x
 
 
-def test_bfloat16_loops_round_special_values_as_the_reference_does():
+@pytest.mark.filterwarnings("ignore:(invalid value|overflow) encountered:RuntimeWarning")
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+@pytest.mark.parametrize("layout", IN_REGISTERS, ids=[layout.label for layout in IN_REGISTERS])
+def test_loops_in_registers_round_special_values_as_the_reference_does(layout, amsgrad):
     """Params, gradients and moments at the corners of bfloat16 rounding, through Adam
     (amsgrad: a fourth buffer) and SGD, whose results meet those corners again: NaN and
     infinity propagate, g*g overflows, subnormal moments round, param - lr*g lands on ties."""
+    param_dtype, grad_dtype, state_dtype = layout[:3]
     rng = np.random.default_rng(5)
     n = 4099
-    for module_args in [dict(max_exp_avg_sq=True), dict()]:
-        start = [special_values(n, rng).astype(BF16) for _ in range(5)]
-        grad = special_values(n, rng).astype(BF16) * BF16.type(1e30)
-        results = []
-        for module, kw in ((reference, {}), (kernels, dict(threads=2))):
-            p, m, v, vmax = (x.copy() for x in start[:4])
-            module.adam_step(p, grad, m, v, vmax if module_args else None, lr=0.5, step=3,
-                             weight_decay=0.1, **kw)
-            q = start[4].copy()
-            module.sgd_step(q, start[0], lr=2.0 ** -8, **kw)
-            results.append((p, m, v, vmax, q))
-        for name, fast, slow in zip("p m v vmax sgd".split(), results[1], results[0]):
-            assert_same_bits(fast, slow, name)
-    assert np.isnan(results[1][0].astype(np.float32)).any()
+    params = [special_values(n, rng).astype(param_dtype) for _ in range(2)]
+    state = [special_values(n, rng).astype(state_dtype) for _ in range(3)]
+    grad = (special_values(n, rng) * np.float32(1e30)).astype(grad_dtype)
+    results = []
+    for module, threads in ((reference, {}), (kernels, dict(threads=2))):
+        p, q = (x.copy() for x in params)
+        m, v, vmax = (x.copy() for x in state)
+        module.adam_step(p, grad, m, v, vmax if amsgrad else None, lr=0.5, step=3,
+                         weight_decay=0.1, **threads)
+        module.sgd_step(q, params[0].astype(grad_dtype), lr=2.0 ** -8, **threads)
+        results.append(dict(param=p, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=vmax, sgd=q))
+    slow, fast = results
+    for name in fast:
+        assert_same_bits(fast[name], slow[name], name)
+    assert np.isnan(fast["exp_avg"].astype(np.float32)).any()
+    assert np.isinf(fast["exp_avg_sq"].astype(np.float32)).any()
 
 
 # -- above the default threshold, on 1, 2 and 3 threads ----------------------------------------

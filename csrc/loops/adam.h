@@ -34,21 +34,21 @@ typedef struct {
  *   torch:    sqrt(v)*rsqrt_bc2 + eps
  *   eps_root: sqrt(v*inv_bc2 + eps_root) + eps
  *   eps_hat:  sqrt(v) + eps  (step_size = lr*sqrt(bc2)/bc1) */
-FO_INLINE void FN(adam_body)(const FN(adam_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(adam_body)(const FN(adam_scalars) *s, void *const *buf, int64_t n,
                              const int amsgrad, const int denominator)
 {
-    stored *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
-    stored *restrict vmax = buf[4];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict m = buf[2], *restrict v = buf[3], *restrict vmax = buf[4];
     for (int64_t i = 0; i < n; i++) {
         real p, g, mi, vi;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        FN(moments)(&s->mom, g, FN(load)(m[i]), FN(load)(v[i]), &mi, &vi);
-        m[i] = FN(store)(mi);
-        v[i] = FN(store)(vi);
+        FN(moments)(&s->mom, g, FN(load_state)(m[i]), FN(load_state)(v[i]), &mi, &vi);
+        m[i] = FN(store_state)(mi);
+        v[i] = FN(store_state)(vi);
         if (amsgrad) {
-            vi = FN(maximum)(FN(load)(vmax[i]), vi);
-            vmax[i] = FN(store)(vi);
+            vi = FN(maximum)(FN(load_state)(vmax[i]), vi);
+            vmax[i] = FN(store_state)(vi);
         }
         real den = denominator == FO_ADAM_DEN_EPS_ROOT ? FO_SQRT(vi * s->inv_bc2 + s->eps_root) + s->eps
                    : denominator == FO_ADAM_DEN_EPS_HAT ? FO_SQRT(vi) + s->eps
@@ -86,16 +86,17 @@ typedef struct {
 FO_LOOP(adamax)
 {
     const FN(adamax_scalars) *s = (const void *)scalars_;
-    stored *restrict param = buf[0], *restrict m = buf[2], *restrict u = buf[3];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict m = buf[2], *restrict u = buf[3];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        real mi = s->beta1 * FN(load)(m[i]) + s->one_minus_beta1 * g;
-        real ui = FN(maximum)(s->beta2 * FN(load)(u[i]), (g < 0 ? -g : g) + s->eps);
-        m[i] = FN(store)(mi);
-        u[i] = FN(store)(ui);
+        real mi = s->beta1 * FN(load_state)(m[i]) + s->one_minus_beta1 * g;
+        real ui = FN(maximum)(s->beta2 * FN(load_state)(u[i]), (g < 0 ? -g : g) + s->eps);
+        m[i] = FN(store_state)(mi);
+        u[i] = FN(store_state)(ui);
         param[i] = FN(store)(p - s->step_size * mi / ui);
     }
 }
@@ -116,15 +117,16 @@ typedef struct {
 FO_LOOP(nadam)
 {
     const FN(nadam_scalars) *s = (const void *)scalars_;
-    stored *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict m = buf[2], *restrict v = buf[3];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g, mi, vi;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        FN(moments)(&s->mom, g, FN(load)(m[i]), FN(load)(v[i]), &mi, &vi);
-        m[i] = FN(store)(mi);
-        v[i] = FN(store)(vi);
+        FN(moments)(&s->mom, g, FN(load_state)(m[i]), FN(load_state)(v[i]), &mi, &vi);
+        m[i] = FN(store_state)(mi);
+        v[i] = FN(store_state)(vi);
         real den = FO_SQRT(vi) * s->rsqrt_bc2 + s->eps;
         param[i] = FN(store)(p - (s->grad_coef * g + s->avg_coef * mi) / den);
     }
@@ -142,17 +144,18 @@ typedef struct {
 /* buf: param, grad, exp_avg, exp_avg_sq (torch.optim.RAdam).
  * m <- b1*m + (1-b1)*g;  v <- b2*v + (1-b2)*g*g;
  * rectified: p <- p - step_size*m / (sqrt(v) + eps);  else p <- p - step_size*m */
-FO_INLINE void FN(radam_body)(const FN(radam_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(radam_body)(const FN(radam_scalars) *s, void *const *buf, int64_t n,
                               const int rectified)
 {
-    stored *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict m = buf[2], *restrict v = buf[3];
     for (int64_t i = 0; i < n; i++) {
         real p, g, mi, vi;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        FN(moments)(&s->mom, g, FN(load)(m[i]), FN(load)(v[i]), &mi, &vi);
-        m[i] = FN(store)(mi);
-        v[i] = FN(store)(vi);
+        FN(moments)(&s->mom, g, FN(load_state)(m[i]), FN(load_state)(v[i]), &mi, &vi);
+        m[i] = FN(store_state)(mi);
+        v[i] = FN(store_state)(vi);
         param[i] = FN(store)(rectified ? p - s->step_size * mi / (FO_SQRT(vi) + s->eps)
                                        : p - s->step_size * mi);
     }
@@ -186,20 +189,21 @@ typedef struct {
  * ratio |p| / |u|. Second call (apply = 1): the same u again, then m <- m', v <- v',
  * p <- p - step_size*u. Nothing is written before the ratio is known, so an interrupted
  * step leaves every buffer as it was. */
-FO_INLINE void FN(lamb_body)(const FN(lamb_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(lamb_body)(const FN(lamb_scalars) *s, void *const *buf, int64_t n,
                              double *sums, const int apply)
 {
-    stored *restrict param = buf[0], *restrict m = buf[2], *restrict v = buf[3];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict m = buf[2], *restrict v = buf[3];
     real u[FO_REDUCE_BLOCK], pd[FO_REDUCE_BLOCK];
     for (int64_t i = 0; i < n; i++) {
         real p, g, mi, vi;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        FN(moments)(&s->mom, g, FN(load)(m[i]), FN(load)(v[i]), &mi, &vi);
+        FN(moments)(&s->mom, g, FN(load_state)(m[i]), FN(load_state)(v[i]), &mi, &vi);
         real ui = mi * s->inv_bc1 / (FO_SQRT(vi) * s->rsqrt_bc2 + s->eps) + s->decay * p;
         if (apply) {
-            m[i] = FN(store)(mi);
-            v[i] = FN(store)(vi);
+            m[i] = FN(store_state)(mi);
+            v[i] = FN(store_state)(vi);
             param[i] = FN(store)(p - s->step_size * ui);
         } else {
             u[i] = ui;

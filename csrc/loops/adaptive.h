@@ -13,16 +13,17 @@ typedef struct {
 
 /* buf: param, grad, sum.  s <- s + g*g;  p <- p - clr*g / den,
  * den = sqrt(s) + eps, or sqrt(s + eps) with eps_in_sqrt */
-FO_INLINE void FN(adagrad_body)(const FN(adagrad_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(adagrad_body)(const FN(adagrad_scalars) *s, void *const *buf, int64_t n,
                                 const int eps_in_sqrt)
 {
-    stored *restrict param = buf[0], *restrict sum = buf[2];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict sum = buf[2];
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        real si = FN(load)(sum[i]) + g * g;
-        sum[i] = FN(store)(si);
+        real si = FN(load_state)(sum[i]) + g * g;
+        sum[i] = FN(store_state)(si);
         real den = eps_in_sqrt ? FO_SQRT(si + s->eps) : FO_SQRT(si) + s->eps;
         param[i] = FN(store)(p - s->clr * g / den);
     }
@@ -49,28 +50,28 @@ typedef struct {
  * v <- a*v + (1-a)*g*g;  centered: ga <- a*ga + (1-a)*g, d = v - ga*ga, else d = v;
  * den = sqrt(d) + eps, or sqrt(d + eps) with eps_in_sqrt;  momentum: b <- mu*b + g/den,
  * p <- p - lr*b;  else p <- p - lr*g/den. */
-FO_INLINE void FN(rmsprop_body)(const FN(rmsprop_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(rmsprop_body)(const FN(rmsprop_scalars) *s, void *const *buf, int64_t n,
                                 const int centered, const int has_momentum,
                                 const int eps_in_sqrt)
 {
-    stored *restrict param = buf[0], *restrict v = buf[2];
-    stored *restrict ga = buf[3], *restrict b = buf[4];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict v = buf[2], *restrict ga = buf[3], *restrict b = buf[4];
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        real vi = s->alpha * FN(load)(v[i]) + s->one_minus_alpha * (g * g);
-        v[i] = FN(store)(vi);
+        real vi = s->alpha * FN(load_state)(v[i]) + s->one_minus_alpha * (g * g);
+        v[i] = FN(store_state)(vi);
         real d = vi;
         if (centered) {
-            real gai = s->alpha * FN(load)(ga[i]) + s->one_minus_alpha * g;
-            ga[i] = FN(store)(gai);
+            real gai = s->alpha * FN(load_state)(ga[i]) + s->one_minus_alpha * g;
+            ga[i] = FN(store_state)(gai);
             d = vi - gai * gai;
         }
         real den = eps_in_sqrt ? FO_SQRT(d + s->eps) : FO_SQRT(d) + s->eps;
         if (has_momentum) {
-            real bi = s->momentum * FN(load)(b[i]) + g / den;
-            b[i] = FN(store)(bi);
+            real bi = s->momentum * FN(load_state)(b[i]) + g / den;
+            b[i] = FN(store_state)(bi);
             param[i] = FN(store)(p - s->lr * bi);
         } else {
             param[i] = FN(store)(p - s->lr * g / den);
@@ -110,17 +111,18 @@ typedef struct {
 FO_LOOP(adadelta)
 {
     const FN(adadelta_scalars) *s = (const void *)scalars_;
-    stored *restrict param = buf[0], *restrict v = buf[2], *restrict u = buf[3];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict v = buf[2], *restrict u = buf[3];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        real vi = s->rho * FN(load)(v[i]) + s->one_minus_rho * (g * g);
-        v[i] = FN(store)(vi);
-        real ui = FN(load)(u[i]);
+        real vi = s->rho * FN(load_state)(v[i]) + s->one_minus_rho * (g * g);
+        v[i] = FN(store_state)(vi);
+        real ui = FN(load_state)(u[i]);
         real delta = FO_SQRT(ui + s->eps) / FO_SQRT(vi + s->eps) * g;
-        u[i] = FN(store)(s->rho * ui + s->one_minus_rho * (delta * delta));
+        u[i] = FN(store_state)(s->rho * ui + s->one_minus_rho * (delta * delta));
         param[i] = FN(store)(p - s->lr * delta);
     }
 }

@@ -14,19 +14,20 @@ typedef struct {
 
 /* buf: param, grad, ax.  p <- p*(1 - lambd*eta);  p <- p - eta*g;
  * ax <- ax + (p - ax)*mu, or ax <- p when mu == 1 */
-FO_INLINE void FN(asgd_body)(const FN(asgd_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(asgd_body)(const FN(asgd_scalars) *s, void *const *buf, int64_t n,
                              const int copy)
 {
-    stored *restrict param = buf[0], *restrict ax = buf[2];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict ax = buf[2];
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
         p = p * s->shrink;
         p = p - s->eta * g;
         param[i] = FN(store)(p);
-        real ai = FN(load)(ax[i]);
-        ax[i] = FN(store)(copy ? p : ai + (p - ai) * s->mu);
+        real ai = FN(load_state)(ax[i]);
+        ax[i] = FN(store_state)(copy ? p : ai + (p - ai) * s->mu);
     }
 }
 
@@ -55,21 +56,22 @@ typedef struct {
 FO_LOOP(schedulefree_adamw)
 {
     const FN(schedulefree_adamw_scalars) *s = (const void *)scalars_;
-    stored *restrict y = buf[0], *restrict z = buf[2], *restrict v = buf[3];
+    stored *restrict y = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict z = buf[2], *restrict v = buf[3];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(y[i]), FN(load)(grad[i]), &p, &g);
-        real vi = s->beta2 * FN(load)(v[i]) + s->one_minus_beta2 * (g * g);
-        v[i] = FN(store)(vi);
+        real vi = s->beta2 * FN(load_state)(v[i]) + s->one_minus_beta2 * (g * g);
+        v[i] = FN(store_state)(vi);
         real d = g / (FO_SQRT(vi * s->inv_bc2) + s->eps);
         if (s->decay != 0)
             d = d + s->decay * p;
-        real zi = FN(load)(z[i]);
+        real zi = FN(load_state)(z[i]);
         p = p + s->ckp1 * (zi - p);
         y[i] = FN(store)(p + s->y_step * d);
-        z[i] = FN(store)(zi - s->lr * d);
+        z[i] = FN(store_state)(zi - s->lr * d);
     }
 }
 

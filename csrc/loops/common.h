@@ -1,8 +1,9 @@
 /* loops/common.h -- what every loop file shares; included once per instantiation by
  * kernels.c, after `real` (the compute type: float or double), `uint_real` (the unsigned
- * integer of its size), `stored` (how a buffer holds an element: real itself, or uint16_t
- * for bfloat16 buffers, with FO_STORED_BFLOAT16 defined) and FN(name) (name_f32 / name_f64
- * / name_bf16) are defined. */
+ * integer of its size), `stored` and `stored_state` (how the param and gradient, and the
+ * state buffers, hold an element: real itself, or fo_bfloat16, with
+ * FO_PARAMS_BFLOAT16 / FO_STATE_BFLOAT16 defined) and FN(name) (name_f32, ...) are
+ * defined. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -15,24 +16,34 @@
 
 #define FO_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
 
-/* A kernel's loop and its scalars struct, named alike: FO_LOOP(adam) is
- * adam_loop_f32/_f64/_bf16 taking adam_scalars_f32/_f64/_bf16. */
+/* A kernel's loop and its scalars struct, named alike: FO_LOOP(adam) is adam_loop_f32 (and
+ * _f64, ...) taking adam_scalars_f32 (_f64, ...). */
 #define FO_LOOP(name) \
-    FO_SIMD static void FN(name##_loop)(const real *scalars_, stored *const *buf, int64_t n, \
+    FO_SIMD static void FN(name##_loop)(const real *scalars_, void *const *buf, int64_t n, \
                                         double *sums)
 
 #endif /* FO_LOOPS_COMMON_ONCE */
 
-/* Loops read every buffer element through FN(load) and write it through FN(store), and
- * keep values in `real` in between: in the bfloat16 instantiation they widen and round
- * (to nearest even) in registers, exactly as the block conversions of the driver do, so a
- * loop reads each buffer element once, before it writes it, and never reads it back. */
-#ifdef FO_STORED_BFLOAT16
-FO_INLINE real FN(load)(stored x) { return bfloat16_widen(x); }
-FO_INLINE stored FN(store)(real x) { return bfloat16_nearest(float_bits(x)); }
+/* Loops read every buffer element once and write it once, keeping values in `real` in
+ * between: the param and gradient through FN(load) and FN(store), the state buffers through
+ * FN(load_state) and FN(store_state). For bfloat16 they widen and round to nearest even in
+ * registers, exactly as the driver's block conversions do; otherwise they do nothing. */
+#ifdef FO_PARAMS_BFLOAT16
+FO_INLINE real FN(load)(stored x) { return bfloat16_widen(x.bits); }
+FO_INLINE stored FN(store)(real x) { return (stored){bfloat16_nearest(float_bits(x))}; }
 #else
 FO_INLINE real FN(load)(stored x) { return x; }
 FO_INLINE stored FN(store)(real x) { return x; }
+#endif
+#ifdef FO_STATE_BFLOAT16
+FO_INLINE real FN(load_state)(stored_state x) { return bfloat16_widen(x.bits); }
+FO_INLINE stored_state FN(store_state)(real x)
+{
+    return (stored_state){bfloat16_nearest(float_bits(x))};
+}
+#else
+FO_INLINE real FN(load_state)(stored_state x) { return x; }
+FO_INLINE stored_state FN(store_state)(real x) { return x; }
 #endif
 
 /* The first fields of every optimizer's scalars struct: what every optimizer does to its

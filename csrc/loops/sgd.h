@@ -39,27 +39,28 @@ typedef struct {
  *             beta*v + (1-beta)*g;  s = lr or lr/(1-beta^t)
  *   velocity: v0 = v;  v <- mu*v0 - lr*g;  p <- p + v, or with nesterov (CS231n, the corrected
  *             Deep Learning from Scratch) p <- p - mu*v0 + (1+mu)*v */
-FO_INLINE void FN(momentum_body)(const FN(momentum_scalars) *s, stored *const *buf, int64_t n,
+FO_INLINE void FN(momentum_body)(const FN(momentum_scalars) *s, void *const *buf, int64_t n,
                                  const int form, const int nesterov, const int first_step)
 {
-    stored *restrict param = buf[0], *restrict b = buf[2];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict b = buf[2];
     const real mu = s->momentum, w = s->grad_weight, step = s->step_size;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
         if (form == FO_MOMENTUM_TORCH) {
-            real bi = first_step ? g : mu * FN(load)(b[i]) + w * g;
-            b[i] = FN(store)(bi);
+            real bi = first_step ? g : mu * FN(load_state)(b[i]) + w * g;
+            b[i] = FN(store_state)(bi);
             param[i] = FN(store)(p - step * (nesterov ? g + mu * bi : bi));
         } else if (form == FO_MOMENTUM_EWMA) {
-            real vi = mu * FN(load)(b[i]) + w * g;
-            b[i] = FN(store)(vi);
+            real vi = mu * FN(load_state)(b[i]) + w * g;
+            b[i] = FN(store_state)(vi);
             param[i] = FN(store)(p - step * (nesterov ? mu * vi + w * g : vi));
         } else {
-            real v0 = FN(load)(b[i]);
+            real v0 = FN(load_state)(b[i]);
             real vi = mu * v0 - w * g;
-            b[i] = FN(store)(vi);
+            b[i] = FN(store_state)(vi);
             param[i] = FN(store)(nesterov ? p - mu * v0 + step * vi : p + vi);
         }
     }

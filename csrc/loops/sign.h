@@ -14,16 +14,17 @@ typedef struct {
 FO_LOOP(lion)
 {
     const FN(lion_scalars) *s = (const void *)scalars_;
-    stored *restrict param = buf[0], *restrict m = buf[2];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict m = buf[2];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        real mi = FN(load)(m[i]);
+        real mi = FN(load_state)(m[i]);
         real c = s->beta1 * mi + s->one_minus_beta1 * g;
         param[i] = FN(store)(p - s->lr * FN(sign)(c));
-        m[i] = FN(store)(s->beta2 * mi + s->one_minus_beta2 * g);
+        m[i] = FN(store_state)(s->beta2 * mi + s->one_minus_beta2 * g);
     }
 }
 
@@ -41,20 +42,21 @@ typedef struct {
 FO_LOOP(rprop)
 {
     const FN(rprop_scalars) *s = (const void *)scalars_;
-    stored *restrict param = buf[0], *restrict prev = buf[2], *restrict step = buf[3];
+    stored *restrict param = buf[0];
     const stored *restrict grad = buf[1];
+    stored_state *restrict prev = buf[2], *restrict step = buf[3];
     (void)sums;
     for (int64_t i = 0; i < n; i++) {
         real p, g;
         FN(prologue)(&s->pro, FN(load)(param[i]), FN(load)(grad[i]), &p, &g);
-        real product = g * FN(load)(prev[i]);
+        real product = g * FN(load_state)(prev[i]);
         real factor = product > 0 ? s->eta_plus : product < 0 ? s->eta_minus
                       : product == 0 ? (real)1 : product;
-        real si = FN(load)(step[i]) * factor;
+        real si = FN(load_state)(step[i]) * factor;
         si = si < s->step_size_min ? s->step_size_min : si > s->step_size_max ? s->step_size_max : si;
         real gi = factor == s->eta_minus ? (real)0 : g;
-        step[i] = FN(store)(si);
-        prev[i] = FN(store)(gi);
+        step[i] = FN(store_state)(si);
+        prev[i] = FN(store_state)(gi);
         param[i] = FN(store)(p - FN(sign)(gi) * si);
     }
 }
