@@ -336,6 +336,34 @@ def test_fast_scan_float32_bit_for_bit(shape, axis, float32_arithmetic):
         same_scan(x, axis, beta=0.9, float32_arithmetic=float32_arithmetic, **mode)
 
 
+def mostly_observed(dtype, seed):
+    """13 series of 3000 steps, time last (a group of 8 and one of 5), missing only: one
+    step in every series (the groups' shared weight decays, then settles again), a value in
+    one series (its group parts ways) and a short constant stretch (pandas' x == m rule).
+    Whole time blocks are observed, so the scan's settled path runs between the gaps."""
+    x = walk((3000, 13), seed, dtype).T.copy()
+    x[:, 1500] = np.nan
+    x[3, 2200] = np.nan
+    x[10, 600:700] = x[10, 599]
+    return x
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_fast_scan_of_settled_groups_bit_for_bit(mode):
+    x = mostly_observed(np.float64, seed=21)
+    for alpha in (0.2, 0.5):    # 0.5: pandas' adjust=False rule after gaps
+        same_scan(x, 1, beta=1 - alpha, alpha=alpha, **mode)
+
+
+@needs_kernels
+@pytest.mark.parametrize("float32_arithmetic", [False, True])
+def test_fast_scan_of_settled_float32_groups_bit_for_bit(float32_arithmetic):
+    x = mostly_observed(np.float32, seed=22)
+    for mode in (MODES[0], MODES[-1], dict(bias_correction=False, min_periods=5)):
+        same_scan(x, 1, beta=0.9, float32_arithmetic=float32_arithmetic, **mode)
+
+
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shape,axis", [((50,), 0), ((50, 9), 0), ((9, 50), 1)])

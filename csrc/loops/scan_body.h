@@ -18,8 +18,10 @@
  * w and n -- all of them until a row has a value missing in some columns but not all --
  * share one weight computation per row; otherwise every column carries its own. A lone
  * series whose weight has settled (an observed step left it unchanged) computes the
- * weights once for the steps that follow while values keep coming (settled_run). All
- * paths compute the same values with the same operations, so they give the same bits. */
+ * weights once for the steps that follow while values keep coming (settled_run), and so
+ * does a group of series sharing a settled weight, over a tile with no value missing
+ * (settled_rows). All paths compute the same values with the same operations, so they
+ * give the same bits. */
 
 typedef struct {
     acc_real beta, alpha;       /* rounded to the arithmetic type once */
@@ -356,6 +358,41 @@ FO_INLINE void AFN(transpose)(real *restrict to, int64_t to_stride, const real *
             to[c * to_stride + r] = from[r * from_stride + c];
 }
 
+/* Whether the next rows of a tile, every value observed, may take AFN(settled_rows): its
+ * columns share their weight, an observed row leaves that weight as it is (so every row
+ * computes the same weights), and the values are past min_periods. */
+FO_INLINE int AFN(settled)(const AFN(scan_params) *p, const AFN(tile) *t)
+{
+    if (!t->shared || p->decay || t->shared_n < p->min_periods)
+        return 0;
+    const acc_real w_next = AFN(weights)(p, p->beta, t->shared_w, 1).w_next;
+    return memcmp(&w_next, &t->shared_w, sizeof w_next) == 0;
+}
+
+/* `rows` rows of a settled tile, every value observed: the weights computed once and the
+ * rows the chain m <- a*m + b*x alone, the means in a local array the compiler keeps in
+ * registers (in the tile, each row's multiply would wait for the store of the row
+ * before). The same operations and bits as AFN(shared_row). */
+FO_INLINE void AFN(settled_rows)(const AFN(scan_params) *p, AFN(tile) *t,
+                                 const real *restrict x, real *restrict out, int64_t rows,
+                                 const int64_t width)
+{
+    const AFN(step_weights) s = AFN(weights)(p, p->beta, t->shared_w, 1);
+    acc_real m[FO_SCAN_GROUP];
+    for (int64_t j = 0; j < width; j++)
+        m[j] = t->m[j];
+    for (int64_t i = 0; i < rows; i++, x += width, out += width)
+#pragma GCC unroll 1
+        for (int64_t j = 0; j < width; j++) {
+            const acc_real xj = x[j];
+            m[j] = AFN(update_mean)(m[j], s, xj, xj);
+            out[j] = (real)(p->corrected ? m[j] : m[j] * s.w_next);
+        }
+    for (int64_t j = 0; j < width; j++)
+        t->m[j] = m[j];
+    t->shared_n += rows;
+}
+
 /* `group` whole series (inner == 1) from column col on, through a transposed tile
  * FO_SCAN_BLOCK steps at a time, so the row loops run across them. */
 FO_INLINE void AFN(scan_group)(const FN(ewma_scan_ctx) *c, const AFN(scan_params) *p,
@@ -374,7 +411,11 @@ FO_INLINE void AFN(scan_group)(const FN(ewma_scan_ctx) *c, const AFN(scan_params
         int64_t observed = 0;    /* one count for the block, not one per row */
         for (int64_t i = 0; i < rows * group; i++)
             observed += isfinite(in[i]);
-        AFN(tile_rows)(p, &t, in, group, out, group, t0, rows, group, observed == rows * group);
+        if (observed == rows * group && AFN(settled)(p, &t))
+            AFN(settled_rows)(p, &t, in, out, rows, group);
+        else
+            AFN(tile_rows)(p, &t, in, group, out, group, t0, rows, group,
+                           observed == rows * group);
         AFN(transpose)(c->average + col * length + t0, length, out, group, rows, group,
                        c->vector_squares);
     }
