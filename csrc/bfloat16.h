@@ -1,7 +1,7 @@
 /* bfloat16.h -- a bfloat16 is the upper half of a float32. Widening is exact; rounding is
  * to nearest-even as ml_dtypes does it, a NaN becoming the quiet NaN of its sign. Shared by
  * the block conversions (convert.c) and the loops that read and write bfloat16 directly
- * (loops/common.h), so both round alike. Branch-free, so loops of them vectorize. */
+ * (loops/common.h), so both round alike. Written as selects, so loops of them vectorize. */
 #ifndef FO_BFLOAT16_H
 #define FO_BFLOAT16_H
 
@@ -29,11 +29,13 @@ static inline float bfloat16_widen(uint16_t h)
     return x;
 }
 
-/* b: a float's bits */
-static inline uint16_t bfloat16_nearest(uint32_t b)
+/* A NaN is replaced before the rounding (by a quiet NaN, which rounds to itself) rather
+ * than its result after it: a vector loop then rounds and packs each vector once. */
+static inline uint16_t bfloat16_nearest(float x)
 {
-    if ((b & 0x7fffffffU) > 0x7f800000U)            /* NaN: a quiet NaN of the same sign */
-        return (uint16_t)((b >> 16) & 0x8000U) | 0x7fc0U;
+    uint32_t b = float_bits(x);
+    if (x != x)             /* NaN: the quiet NaN of its sign, whose bits round to themselves */
+        b = (b & 0x80000000U) | 0x7fc00000U;
     return (uint16_t)((b + 0x7fffU + ((b >> 16) & 1U)) >> 16);
 }
 

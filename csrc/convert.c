@@ -54,10 +54,11 @@ static inline uint32_t random16(uint64_t key, int64_t i)
 
 /* ---- bfloat16 (the nearest rounding and widening: bfloat16.h) ---- */
 
-static inline uint16_t bfloat16_stochastic(uint32_t b, uint32_t random)
+static inline uint16_t bfloat16_stochastic(float x, uint32_t random)
 {
+    const uint32_t b = float_bits(x);
     if ((b & 0x7f800000U) == 0x7f800000U)           /* inf and NaN */
-        return bfloat16_nearest(b);
+        return bfloat16_nearest(x);
     return (uint16_t)((b + random) >> 16);          /* carries with probability low16 / 2^16 */
 }
 
@@ -148,7 +149,7 @@ bfloat16_narrow_vector(const float *x, uint16_t *h, int64_t n)
             _mm512_cmpneq_epi32_mask(_mm512_and_si512(b, magnitude), zero);
         if (subnormal | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
             for (int k = 0; k < 16; k++)
-                h[i + k] = bfloat16_nearest(float_bits(x[i + k]));
+                h[i + k] = bfloat16_nearest(x[i + k]);
         } else {
             const __m256bh rounded = _mm512_cvtneps_pbh(v);
             memcpy(h + i, &rounded, sizeof rounded);
@@ -222,10 +223,10 @@ FO_SIMD void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo
     if (dtype == FO_BFLOAT16) {
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)
-                h[i] = bfloat16_stochastic(float_bits(x[i]), random16(key, first + i));
+                h[i] = bfloat16_stochastic(x[i], random16(key, first + i));
         else
             for (int64_t i = bfloat16_narrow_vector(x, h, n); i < n; i++)
-                h[i] = bfloat16_nearest(float_bits(x[i]));
+                h[i] = bfloat16_nearest(x[i]);
     } else {
         if (r->stochastic)
             for (int64_t i = 0; i < n; i++)

@@ -30,7 +30,7 @@
  * registers, exactly as the driver's block conversions do; otherwise they do nothing. */
 #ifdef FO_PARAMS_BFLOAT16
 FO_INLINE real FN(load)(stored x) { return bfloat16_widen(x.bits); }
-FO_INLINE stored FN(store)(real x) { return (stored){bfloat16_nearest(float_bits(x))}; }
+FO_INLINE stored FN(store)(real x) { return (stored){bfloat16_nearest(x)}; }
 #else
 FO_INLINE real FN(load)(stored x) { return x; }
 FO_INLINE stored FN(store)(real x) { return x; }
@@ -39,7 +39,7 @@ FO_INLINE stored FN(store)(real x) { return x; }
 FO_INLINE real FN(load_state)(stored_state x) { return bfloat16_widen(x.bits); }
 FO_INLINE stored_state FN(store_state)(real x)
 {
-    return (stored_state){bfloat16_nearest(float_bits(x))};
+    return (stored_state){bfloat16_nearest(x)};
 }
 #else
 FO_INLINE real FN(load_state)(stored_state x) { return x; }
