@@ -11,7 +11,9 @@
 # inside libpython itself (CPython 3.11 reports them even for `python -c pass`), and glibc's
 # string functions reading whole words or vectors past a string's end (strncmp in the dynamic
 # loader, the AVX2 wmemcmp behind str comparisons). Nothing in fastoptim._kernels or NumPy is
-# suppressed. Exit status 99 means memcheck found errors.
+# suppressed. Exit status 99 means memcheck found errors. FASTOPTIM_UNDER_VALGRIND=1 lets the
+# tests skip what valgrind's one-thread-at-a-time scheduling makes meaningless (a timing test
+# of the GIL in tests/test_threads.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,6 +47,6 @@ SUPP
 
 [ "$#" -gt 0 ] || set -- tests/test_fast_vs_reference.py -q
 echo "valgrind: memcheck on $python_exe -m pytest $*"
-PYTHONMALLOC=malloc exec valgrind --tool=memcheck --error-exitcode=99 --leak-check=no \
+PYTHONMALLOC=malloc FASTOPTIM_UNDER_VALGRIND=1 exec valgrind --tool=memcheck --error-exitcode=99 --leak-check=no \
     --num-callers=30 --suppressions="$supp" \
     "$python_exe" -m pytest -p no:cacheprovider "$@"
