@@ -118,7 +118,7 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
  * conversions: exact widening, and round-to-nearest-even with NaN kept quiet). bfloat16
  * rounding sixteen at a time with AVX512-BF16, whose instruction rounds to nearest-even
  * but reads float32 subnormals as zero and keeps a NaN's payload: a group of sixteen
- * holding a subnormal or a NaN goes through the integer rounding above instead.
+ * holding a subnormal or a NaN goes through the integer rounding (bfloat16.h) instead.
  * Each converts the longest prefix it can (none where the CPU lacks the instructions,
  * checked when the library loads) and returns its length; the loops below take the rest. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)

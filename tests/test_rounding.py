@@ -1,10 +1,10 @@
 """The rounding rules of bfloat16/float16 stores (docs/design.md, "Low precision rounds
-once") and the exact widening of loads: the C conversion (fastoptim.kernels.narrow) against the NumPy one
-(fastoptim._rounding.narrow) on every class of float32 bit pattern; nearest-even against
-ml_dtypes' and NumPy's own casts; stochastic rounding against a float64 model of the rule
-and a generator written here from its description alone, and its statistics: always one
-of the two neighbours, unbiased, reproducible, keyed by seed, step, array and role, and the
-same on any number of threads."""
+once") and the exact widening of loads: the C conversion (fastoptim.kernels.narrow)
+against the NumPy one (fastoptim._rounding.narrow) on every class of float32 bit pattern;
+nearest-even against ml_dtypes' and NumPy's own casts; stochastic rounding against a
+float64 model of the rule and a generator written here from its description alone, and its
+statistics: always one of the two neighbours, unbiased, reproducible, keyed by seed, step,
+array and role, and the same on any number of threads."""
 import numpy as np
 import pytest
 
@@ -174,6 +174,17 @@ def test_c_widening_is_exact_for_every_bit_pattern(dtype):
     assert_same_bits(got[~nan], expected[~nan], f"{dtype} widened")
     assert np.isnan(got[nan]).all()
     assert (np.signbit(got[nan]) == np.signbit(expected[nan])).all()
+
+
+@needs_kernels
+def test_c_conversions_refuse_a_read_only_out_and_leave_it_alone():
+    x32, x16 = np.ones(8, np.float32), np.ones(8, np.float16)
+    for convert, x, out in ((kernels.narrow, x32, np.zeros(8, np.float16)),
+                            (kernels.widen, x16, np.zeros(8, np.float32))):
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="out is read-only"):
+            convert(x, out)
+        assert not out.any()
 
 
 @pytest.mark.parametrize("narrow", ["c", "numpy"])

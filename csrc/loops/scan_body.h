@@ -358,26 +358,22 @@ FO_INLINE void AFN(transpose)(real *restrict to, int64_t to_stride, const real *
             to[c * to_stride + r] = from[r * from_stride + c];
 }
 
-/* Whether the next rows of a tile, every value observed, may take AFN(settled_rows): its
- * columns share their weight, an observed row leaves that weight as it is (so every row
- * computes the same weights), and the values are past min_periods. */
-FO_INLINE int AFN(settled)(const AFN(scan_params) *p, const AFN(tile) *t)
+/* `rows` rows of a tile, every value observed, if the tile has settled: its columns share
+ * their weight, an observed row leaves that weight as it is (so every row computes the
+ * same weights) and the values are past min_periods. Then the weights are computed once
+ * and the rows are the chain m <- a*m + b*x alone, the means in a local array the compiler
+ * keeps in registers (in the tile, each row's multiply would wait for the store of the row
+ * before): the same operations and bits as AFN(shared_row). Returns 0, having done
+ * nothing, when the tile has not settled. */
+FO_INLINE int AFN(settled_rows)(const AFN(scan_params) *p, AFN(tile) *t,
+                                const real *restrict x, real *restrict out, int64_t rows,
+                                const int64_t width)
 {
     if (!t->shared || p->decay || t->shared_n < p->min_periods)
         return 0;
-    const acc_real w_next = AFN(weights)(p, p->beta, t->shared_w, 1).w_next;
-    return memcmp(&w_next, &t->shared_w, sizeof w_next) == 0;
-}
-
-/* `rows` rows of a settled tile, every value observed: the weights computed once and the
- * rows the chain m <- a*m + b*x alone, the means in a local array the compiler keeps in
- * registers (in the tile, each row's multiply would wait for the store of the row
- * before). The same operations and bits as AFN(shared_row). */
-FO_INLINE void AFN(settled_rows)(const AFN(scan_params) *p, AFN(tile) *t,
-                                 const real *restrict x, real *restrict out, int64_t rows,
-                                 const int64_t width)
-{
     const AFN(step_weights) s = AFN(weights)(p, p->beta, t->shared_w, 1);
+    if (memcmp(&s.w_next, &t->shared_w, sizeof s.w_next) != 0)
+        return 0;
     acc_real m[FO_SCAN_GROUP];
     for (int64_t j = 0; j < width; j++)
         m[j] = t->m[j];
@@ -391,6 +387,7 @@ FO_INLINE void AFN(settled_rows)(const AFN(scan_params) *p, AFN(tile) *t,
     for (int64_t j = 0; j < width; j++)
         t->m[j] = m[j];
     t->shared_n += rows;
+    return 1;
 }
 
 /* `group` whole series (inner == 1) from column col on, through a transposed tile
@@ -411,11 +408,9 @@ FO_INLINE void AFN(scan_group)(const FN(ewma_scan_ctx) *c, const AFN(scan_params
         int64_t observed = 0;    /* one count for the block, not one per row */
         for (int64_t i = 0; i < rows * group; i++)
             observed += isfinite(in[i]);
-        if (observed == rows * group && AFN(settled)(p, &t))
-            AFN(settled_rows)(p, &t, in, out, rows, group);
-        else
-            AFN(tile_rows)(p, &t, in, group, out, group, t0, rows, group,
-                           observed == rows * group);
+        const int all_observed = observed == rows * group;
+        if (!(all_observed && AFN(settled_rows)(p, &t, in, out, rows, group)))
+            AFN(tile_rows)(p, &t, in, group, out, group, t0, rows, group, all_observed);
         AFN(transpose)(c->average + col * length + t0, length, out, group, rows, group,
                        c->vector_squares);
     }

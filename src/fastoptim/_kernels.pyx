@@ -584,6 +584,8 @@ def narrow(cnp.ndarray x, cnp.ndarray out, *, bint stochastic=False, uint64_t se
     cdef int code = _dtype_code(cnp.PyArray_TYPE(out))
     if code not in (FO_BFLOAT16, FO_FLOAT16) or out.size != x.size or not out.flags.c_contiguous:
         raise TypeError("out must be a C-contiguous bfloat16/float16 array of x's size")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
     cdef fo_rounding r
     r.stochastic = stochastic
     r.seed = seed
@@ -601,6 +603,8 @@ def widen(cnp.ndarray x, cnp.ndarray out):
         raise TypeError("x must be a C-contiguous bfloat16/float16 array")
     if out.dtype != np.float32 or out.size != x.size or not out.flags.c_contiguous:
         raise TypeError("out must be a C-contiguous float32 array of x's size")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
     fo_widen(cnp.PyArray_DATA(x), code, <float *>cnp.PyArray_DATA(out), x.size)
 
 
