@@ -533,6 +533,69 @@ def test_dtypes(backend, x, dtype):
                           rtol=1e-6)
 
 
+# -- out= -----------------------------------------------------------------------------------
+
+def fresh_and_into_out(x, **options):
+    """ewma(x) into a new result and into a given out (filled with a sentinel first)."""
+    fresh = ewma(x, **options)
+    values = x.to_numpy() if isinstance(x, (pd.Series, pd.DataFrame)) else np.asarray(x)
+    out = np.full_like(values, -7.0)      # empty_like keeps x's memory layout, as out must
+    return fresh, out, ewma(x, **options, out=out)
+
+
+@pytest.mark.parametrize("shape,order,axis", [((40,), "C", 0), ((40, 9), "C", 0),
+                                               ((9, 40), "C", 1), ((40, 9), "F", 0)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_out_of_an_array_is_returned_holding_the_same_bits(backend, shape, order, axis, dtype):
+    x = walk(shape, 3, dtype)
+    x.flat[::7] = np.nan
+    x = np.asarray(x, order=order)
+    fresh, out, got = fresh_and_into_out(x, alpha=0.3, axis=axis, backend=backend)
+    assert got is out
+    assert_same_bits(got, fresh, "out=")
+
+
+@pytest.mark.parametrize("kind", ["Series", "DataFrame"])
+def test_out_of_a_frame_is_shared_by_the_result(backend, kind):
+    x = with_gaps((60, 7), 5)
+    x = pd.Series(x[:, 4], index=np.arange(60) * 2, name="s") if kind == "Series" else \
+        pd.DataFrame(x, index=np.arange(60) * 2, columns=list("abcdefg"))
+    fresh, out, got = fresh_and_into_out(x, span=5, min_periods=3, backend=backend)
+    assert type(got) is type(x)
+    pd.testing.assert_index_equal(got.index, x.index)
+    assert_same_bits(got.to_numpy(), fresh.to_numpy(), "out=")
+    assert np.shares_memory(got.to_numpy(), out)
+    assert_same_bits(out, fresh.to_numpy(), "out itself")
+
+
+def test_out_refusals_name_out_and_leave_it_as_it_was(backend):
+    x = walk((30, 4), 6)
+    df = pd.DataFrame(x)                   # F-ordered values
+    good = np.full_like(x, -7.0)
+    cases = [
+        (x, [0.0] * 120, TypeError, "out must be a numpy.ndarray"),
+        (x, np.full((30, 5), -7.0), ValueError, r"x's shape \(30, 4\)"),
+        (x, np.full((30, 4), -7.0, np.float32), ValueError, "dtype float64"),
+        (x, np.full((30, 4), -7.0, order="F"), ValueError, "C-contiguous"),
+        (df, np.full((30, 4), -7.0, order="C"), ValueError, "F-contiguous"),
+        (x, np.full((30, 8), -7.0)[:, ::2], ValueError, "C-contiguous"),
+        (x, x, ValueError, "out overlaps x"),
+    ]
+    read_only = good.copy()
+    read_only.flags.writeable = False
+    cases.append((x, read_only, ValueError, "out is read-only"))
+    for data, out, error, match in cases:
+        before = np.array(out, copy=True)
+        with pytest.raises(error, match=match):
+            ewma(data, 0.9, out=out, backend=backend)
+        assert_same_bits(np.asarray(out), before, f"out after refusing {match}")
+    shifted = np.full(31, -7.0)             # overlapping by all but one element
+    series = shifted[1:]
+    series[:] = walk((30,), 7)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        ewma(series, 0.9, out=shifted[:30], backend=backend)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ RATE_NAMES = ("beta", "com", "span", "halflife", "alpha")
 
 def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None, span=None,
          halflife=None, alpha=None, adjust=True, ignore_na=False, min_periods=0, times=None,
-         float32_arithmetic=False, threads=None):
+         float32_arithmetic=False, threads=None, out=None):
     """The exponentially weighted moving average of x along ``axis``, one value per step.
 
     x: array_like, a pandas Series or DataFrame; time along ``axis``, every other axis an
@@ -65,6 +65,11 @@ def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None
     only): the lectures' uncorrected v_t, which starts from 0. ignore_na, min_periods:
     pandas'. float32_arithmetic: average float32 data in float32 (default: in float64).
     threads: at most this many threads, each taking whole series (default: all cores).
+    out: an ndarray to write the average into instead of a new one (repeated averages then
+    skip the new pages a fresh result costs): x's shape, the result's dtype, writable, not
+    overlapping x, and laid out as x's values are (F-ordered for a DataFrame's float
+    columns, as ``np.empty_like(df.to_numpy())`` makes it; C-ordered otherwise). The
+    result is out itself, or a Series/DataFrame over it.
 
         >>> ewma([1.0, 2.0, 3.0], beta=0.5)            # = pandas ewm(alpha=0.5).mean()
         array([1.        , 1.66666667, 2.42857143])
@@ -83,13 +88,15 @@ def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None
     # scan in the layout x has: a DataFrame's columns are usually contiguous (F order)
     transposed = values.ndim > 1 and values.flags.f_contiguous and not values.flags.c_contiguous
     series = values.T if transposed else np.ascontiguousarray(values)
-    average = np.empty_like(series)
+    average = np.empty_like(series) if out is None else _check_out(out, values, transposed)
     kernels.ewma_scan(average, series, beta=rates.beta, alpha=rates.alpha, adjust=adjust,
                       bias_correction=bias_correction, ignore_na=ignore_na,
                       min_periods=_check_min_periods(min_periods), decay=rates.decay,
                       float32_arithmetic=float32_arithmetic, threads=threads,
                       axis=values.ndim - 1 - axis if transposed else axis)
     average = average.T if transposed else average
+    if out is not None and frame is None:
+        return out
     if frame == "Series":
         return type(x)(average, index=x.index, name=x.name, copy=False)
     if frame == "DataFrame":
@@ -334,6 +341,25 @@ def _frame_values(x):
         if dtype.kind not in "biuf":
             raise TypeError(f"x holds non-numeric data ({name!r}: dtype {dtype})")
     return x.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_out(out, values, transposed):
+    """ewma's out, checked against x's values before anything is written; returned as the
+    scan sees it (transposed like the series when they are)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != values.shape or out.dtype != values.dtype:
+        raise ValueError(f"out must have x's shape {values.shape} and the result's dtype "
+                         f"{values.dtype}, got shape {out.shape}, dtype {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    order = "F" if transposed else "C"
+    if not (out.flags.f_contiguous if transposed else out.flags.c_contiguous):
+        raise ValueError(f"out must be {order}-contiguous here, as x's values are: e.g. "
+                         f"numpy.empty({values.shape}, {values.dtype}, order={order!r})")
+    if np.may_share_memory(out, values):
+        raise ValueError("out overlaps x: give it memory of its own")
+    return out.T if transposed else out
 
 
 def _as_float_array(x, name):

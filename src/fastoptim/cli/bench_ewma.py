@@ -6,7 +6,10 @@
 Method. For each shape (T steps x K series) the same random walk is a pandas Series (K = 1)
 or DataFrame (pandas stores its columns contiguously: time is the last axis in memory),
 and both libraries average it, returning a new Series/DataFrame. "ndarray" is fastoptim on
-the same values as a C-ordered (T, K) NumPy array (time the first axis in memory). Each
+the same values as a C-ordered (T, K) NumPy array (time the first axis in memory); "out="
+is fastoptim on the Series/DataFrame writing into the same array every call, which takes
+away the new result's pages (the kernel zeroes each one on first touch: on this project's
+machine that alone takes about as long as a copy). Each
 implementation is called once, then timed in rounds that interleave them; the figure is
 the median round, per element. The chain limit (one series only) is a compiled loop doing
 just m = a*m + b*x per step into a new array -- a multiply and an add, each waiting for
@@ -50,7 +53,7 @@ def bench_ewma_shapes(shapes=SHAPES, dtype="float64", *, beta=BETA, threads=None
             "shape": (length, width), "dtype": dtype, "beta": beta,
             "threads": threads, "ns_per_element": ns,
             "speedup_vs_pandas": {name: ns["pandas"] / ns[name]
-                                  for name in ("fastoptim", "ndarray")},
+                                  for name in ("fastoptim", "ndarray", "out")},
             "pct_of_chain_limit": (100 * ns["chain_limit"] / ns["fastoptim"]
                                    if "chain_limit" in ns else None),
         })
@@ -67,10 +70,12 @@ def make_steps(values, beta, threads, chain):
     length, width = values.shape
     frame = pd.Series(values[:, 0]) if width == 1 else pd.DataFrame(values)
     array = values[:, 0].copy() if width == 1 else values
+    into = np.empty_like(frame.to_numpy())     # laid out as the frame's values, as out= wants
     steps = {
         "pandas": lambda: frame.ewm(alpha=1 - beta).mean(),
         "fastoptim": lambda: ewma(frame, beta, backend="c", threads=threads),
         "ndarray": lambda: ewma(array, beta, backend="c", threads=threads),
+        "out": lambda: ewma(frame, beta, backend="c", threads=threads, out=into),
     }
     if width == 1 and chain is not None:   # into a new array, as the others return one
         steps["chain_limit"] = lambda: chain(np.empty_like(array), array, beta, 1 - beta,
@@ -89,12 +94,12 @@ def format_ewma_rows(rows):
         f"{1 - first['beta']:g}).mean(), {first['dtype']}; fastoptim threads: {threads}, "
         "pandas: 1",
         "ns/el: median time per element.  Series/DataFrame in and out for both; ndarray: "
-        "fastoptim on a (T, K) C-ordered array.",
+        "fastoptim on a (T, K) C-ordered array; out=: into the same array each call.",
         "x pandas: pandas' time / fastoptim's.  chain: one multiply + one add per step, "
         "serial (one series); % chain: chain time / fastoptim time.",
         "",
         f"{'T x K':<11} {'pandas':>8} {'fastoptim':>10} {'x pandas':>9} {'ndarray':>8} "
-        f"{'x pandas':>9} {'chain':>6} {'% chain':>8}",
+        f"{'x pandas':>9} {'out=':>6} {'x pandas':>9} {'chain':>6} {'% chain':>8}",
     ]
     for r in rows:
         ns, x = r["ns_per_element"], r["speedup_vs_pandas"]
@@ -103,6 +108,7 @@ def format_ewma_rows(rows):
         lines.append(
             f"{shape_name(r['shape']):<11} {ns['pandas']:>8.2f} {ns['fastoptim']:>10.2f} "
             f"{x['fastoptim']:>8.1f}x {ns['ndarray']:>8.2f} {x['ndarray']:>8.1f}x "
+            f"{ns['out']:>6.2f} {x['out']:>8.1f}x "
             f"{'-' if chain is None else f'{chain:.2f}':>6} "
             f"{'-' if pct is None else f'{pct:.0f}%':>8}")
     return "\n".join(lines)
