@@ -39,4 +39,33 @@ static inline uint16_t bfloat16_nearest(float x)
     return (uint16_t)((b + 0x7fffU + ((b >> 16) & 1U)) >> 16);
 }
 
+/* ---- AVX512-BF16 ----
+ * Its instruction rounds to nearest-even as bfloat16_nearest does for every float but two
+ * kinds: it reads a float32 subnormal as zero, and it keeps a NaN's payload (where ml_dtypes
+ * and bfloat16_nearest give the quiet NaN of its sign). So a group holding either is rounded
+ * by bfloat16_nearest instead, and the bits never depend on the CPU. Call only where
+ * fo_bfloat16_instruction() (convert.c: the CPU has it, FASTOPTIM_GENERIC_BF16 is not 1). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FO_BFLOAT16_INSTRUCTION 1
+#include <immintrin.h>
+
+#define FO_TARGET_AVX512_BF16 __attribute__((target("arch=x86-64-v4,avx512bf16")))
+
+/* 32 floats (lo: the first 16) rounded into h[0..31]. Thirty-two at a time: one instruction
+ * and one store; in sixteens an Adam step took 20 % longer. */
+FO_TARGET_AVX512_BF16 static inline void bfloat16_nearest_x32(__m512 lo, __m512 hi, uint16_t *h)
+{
+    const int nan_or_subnormal = 0x01 | 0x20 | 0x80;   /* fpclass: qNaN, denormal, sNaN */
+    if (_mm512_fpclass_ps_mask(lo, nan_or_subnormal) | _mm512_fpclass_ps_mask(hi, nan_or_subnormal)) {
+        float x[32];
+        _mm512_storeu_ps(x, lo);
+        _mm512_storeu_ps(x + 16, hi);
+        for (int k = 0; k < 32; k++)
+            h[k] = bfloat16_nearest(x[k]);
+        return;
+    }
+    _mm512_storeu_si512(h, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+#endif
+
 #endif

@@ -116,9 +116,7 @@ static inline uint16_t float16_stochastic(float x, uint32_t random)
  * float16 eight at a time with F16C: GCC 12 turns a loop of _Float16 conversions into one
  * instruction per element, so these use the vector instructions themselves (the same
  * conversions: exact widening, and round-to-nearest-even with NaN kept quiet). bfloat16
- * rounding sixteen at a time with AVX512-BF16, whose instruction rounds to nearest-even
- * but reads float32 subnormals as zero and keeps a NaN's payload: a group of sixteen
- * holding a subnormal or a NaN goes through the integer rounding (bfloat16.h) instead.
+ * rounding 32 at a time with AVX512-BF16 (bfloat16.h says how the bits stay the same).
  * Each converts the longest prefix it can (none where the CPU lacks the instructions,
  * checked when the library loads) and returns its length; the loops below take the rest. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -130,31 +128,21 @@ __attribute__((constructor)) static void detect_conversions(void)
 {
     __builtin_cpu_init();
     has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-    has_avx512_bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+    const char *generic = getenv("FASTOPTIM_GENERIC_BF16");   /* for tests and A/B runs */
+    has_avx512_bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("x86-64-v4")
+                      && !(generic && strcmp(generic, "1") == 0);
 }
 
-__attribute__((target("avx512f,avx512bf16"))) static int64_t
-bfloat16_narrow_vector(const float *x, uint16_t *h, int64_t n)
+int fo_bfloat16_instruction(void) { return has_avx512_bf16; }
+
+FO_TARGET_AVX512_BF16 static int64_t bfloat16_narrow_vector(const float *x, uint16_t *h,
+                                                             int64_t n)
 {
     if (!has_avx512_bf16)
         return 0;
-    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), zero = _mm512_setzero_si512();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 v = _mm512_loadu_ps(x + i);
-        const __m512i b = _mm512_castps_si512(v);
-        const __mmask16 subnormal =
-            _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, exponent), zero) &
-            _mm512_cmpneq_epi32_mask(_mm512_and_si512(b, magnitude), zero);
-        if (subnormal | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
-            for (int k = 0; k < 16; k++)
-                h[i + k] = bfloat16_nearest(x[i + k]);
-        } else {
-            const __m256bh rounded = _mm512_cvtneps_pbh(v);
-            memcpy(h + i, &rounded, sizeof rounded);
-        }
-    }
+    for (; i + 32 <= n; i += 32)
+        bfloat16_nearest_x32(_mm512_loadu_ps(x + i), _mm512_loadu_ps(x + i + 16), h + i);
     return i;
 }
 
@@ -181,6 +169,8 @@ __attribute__((target("avx,f16c"))) static int64_t float16_narrow_vector(const f
     return i;
 }
 #else   /* no such instructions: the loops below convert everything */
+int fo_bfloat16_instruction(void) { return 0; }
+
 static int64_t bfloat16_narrow_vector(const float *x, uint16_t *h, int64_t n)
 {
     (void)x, (void)h, (void)n;

@@ -178,6 +178,7 @@ int fo_pool_shares_openmp(void); /* ... and whether they do */
 int64_t fo_parallel_threshold(void);
 void fo_set_parallel_threshold(int64_t n);
 const char *fo_simd_target(void);   /* which target_clones variant the CPU selects */
+int fo_bfloat16_instruction(void);   /* bfloat16 rounded with AVX512-BF16 (convert.c) */
 
 /* ---- the EWMA of a series along its time axis (loops/scan.h; the NumPy specification is
  * fastoptim/reference_ewma.py) ---- */

@@ -70,6 +70,9 @@
 #undef FO_STATE_BFLOAT16
 #undef FN
 
+/* Adam's bfloat16 loops that round with the CPU's conversion instruction where it has one */
+#include "loops/adam_bf16_convert.h"
+
 /* the prologue's fields (loops/common.h), first in every optimizer's scalars */
 #define PROLOGUE "maximize grad_factor weight_decay param_decay "
 #define NSCALARS(type) (int)(sizeof(type) / sizeof(double))
@@ -88,7 +91,8 @@ const fo_kernel fo_kernels[] = {
     {"adadelta_step", "param grad square_avg acc_delta", PROLOGUE ADADELTA_SCALARS,
      4, NSCALARS(adadelta_scalars_f64), 0, 0, LOOPS(adadelta)},
     {"adam_step", "param grad exp_avg exp_avg_sq max_exp_avg_sq", PROLOGUE ADAM_SCALARS,
-     5, NSCALARS(adam_scalars_f64), 0, 0, LOOPS(adam)},
+     5, NSCALARS(adam_scalars_f64), 0, 0,
+     adam_loop_f32, adam_loop_f64, adam_loop_bf16_any, adam_loop_f32_bf16_any},
     {"adamax_step", "param grad exp_avg exp_inf", PROLOGUE ADAMAX_SCALARS,
      4, NSCALARS(adamax_scalars_f64), 0, 0, LOOPS(adamax)},
     {"nadam_step", "param grad exp_avg exp_avg_sq", PROLOGUE NADAM_SCALARS,

@@ -11,6 +11,9 @@ across threads (the parallel threshold is lowered for that); one test runs a sin
 above the default threshold on 1, 2 and 3 threads.
 """
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -208,6 +211,42 @@ def test_loops_in_registers_round_special_values_as_the_reference_does(layout, a
         assert_same_bits(fast[name], slow[name], name)
     assert np.isnan(fast["exp_avg"].astype(np.float32)).any()
     assert np.isinf(fast["exp_avg_sq"].astype(np.float32)).any()
+
+
+# -- Adam's loops with the CPU's bfloat16 conversion (AVX512-BF16) -----------------------------
+
+def cpu_converts_bfloat16():
+    """Whether the CPU has AVX512-BF16, read from /proc/cpuinfo (None elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read().split()
+    except OSError:
+        return None
+
+
+def test_adam_rounds_with_the_bfloat16_instruction_exactly_where_the_cpu_has_it():
+    has = cpu_converts_bfloat16()
+    if has is None:
+        pytest.skip("no /proc/cpuinfo to check the CPU against")
+    generic = os.environ.get("FASTOPTIM_GENERIC_BF16") == "1"
+    assert kernels.build_info()["bfloat16_instruction"] == (has and not generic)
+
+
+@pytest.mark.skipif(os.environ.get("FASTOPTIM_GENERIC_BF16") == "1", reason="already generic")
+def test_the_generic_bfloat16_loops_where_the_cpu_converts():
+    """On a CPU with the instruction, the tests above run Adam's loops that use it; the
+    generic loops (every other CPU) run here, in a child with FASTOPTIM_GENERIC_BF16=1."""
+    if not kernels.build_info()["bfloat16_instruction"]:
+        pytest.skip("the generic loops already run in this process")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+         os.path.join(tests, "test_low_precision.py"), "-k",
+         "registers or bfloat16_instruction or split_across_threads"],
+        env=dict(os.environ, FASTOPTIM_GENERIC_BF16="1"), cwd=tests,
+        capture_output=True, text=True)
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
+    assert " passed" in child.stdout and " failed" not in child.stdout
 
 
 # -- above the default threshold, on 1, 2 and 3 threads ----------------------------------------

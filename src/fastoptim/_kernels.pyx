@@ -100,6 +100,7 @@ cdef extern from "fastoptim.h" nogil:
     int64_t fo_parallel_threshold()
     void fo_set_parallel_threshold(int64_t n)
     const char *fo_simd_target()
+    int fo_bfloat16_instruction()
     void fo_widen(const void *x, int dtype, float *out, int64_t n)
     void fo_narrow(const float *x, void *out, int dtype, int64_t n, const fo_rounding *r,
                    uint64_t key, int64_t first)
@@ -728,6 +729,7 @@ def build_info():
         "shared_openmp": bool(fo_pool_shares_openmp()),
         "parallel_threshold": fo_parallel_threshold(),
         "simd_target": fo_simd_target().decode(),
+        "bfloat16_instruction": bool(fo_bfloat16_instruction()),
     }
 
 

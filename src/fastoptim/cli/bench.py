@@ -647,6 +647,7 @@ def header(threads, torch, pandas, use_torch):
         "cores": os.cpu_count(),
         "load_average": load_average(),
         "simd_target": info["simd_target"],
+        "bfloat16_instruction": info.get("bfloat16_instruction", False),
         "threads": threads,
         "parallel_threshold": info.get("parallel_threshold"),
         "torch_threads": torch.get_num_threads() if torch else None,
@@ -828,8 +829,9 @@ def format_header(report):
     pandas_part = f"pandas {h['pandas']}" if h["pandas"] else "pandas not installed"
     lines = [
         f"fastoptim {h['fastoptim']} bench, {h['date']}, {h['seconds']:.0f} s",
-        f"CPU: {h['cpu']}, {h['cores']} cores; SIMD target: {h['simd_target']}; "
-        f"threads: {h['threads']}",
+        f"CPU: {h['cpu']}, {h['cores']} cores; SIMD target: {h['simd_target']}"
+        + ("; Adam rounds bfloat16 with AVX512-BF16" if h.get("bfloat16_instruction") else "")
+        + f"; threads: {h['threads']}",
         f"python {h['python']}, numpy {h['numpy']}, {torch_part}, {pandas_part}",
     ]
     if h["load_average"] is not None:
