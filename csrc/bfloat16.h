@@ -49,7 +49,8 @@ static inline uint16_t bfloat16_nearest(float x)
 #define FO_BFLOAT16_INSTRUCTION 1
 #include <immintrin.h>
 
-#define FO_TARGET_AVX512_BF16 __attribute__((target("arch=x86-64-v4,avx512bf16")))
+/* the extensions by name, not "arch=x86-64-v4", which GCC before 11 does not know */
+#define FO_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512dq,avx512bf16")))
 
 /* 32 floats (lo: the first 16) rounded into h[0..31]. Thirty-two at a time: one instruction
  * and one store; in sixteens an Adam step took 20 % longer. */

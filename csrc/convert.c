@@ -129,7 +129,8 @@ __attribute__((constructor)) static void detect_conversions(void)
     __builtin_cpu_init();
     has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
     const char *generic = getenv("FASTOPTIM_GENERIC_BF16");   /* for tests and A/B runs */
-    has_avx512_bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("x86-64-v4")
+    has_avx512_bf16 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                      && __builtin_cpu_supports("avx512bf16")
                       && !(generic && strcmp(generic, "1") == 0);
 }
 
