@@ -67,9 +67,10 @@ def ewma(x, beta=None, bias_correction=True, axis=0, backend="auto", *, com=None
     threads: at most this many threads, each taking whole series (default: all cores).
     out: an ndarray to write the average into instead of a new one (repeated averages then
     skip the new pages a fresh result costs): x's shape, the result's dtype, writable, not
-    overlapping x, and laid out as x's values are (F-ordered for a DataFrame's float
-    columns, as ``np.empty_like(df.to_numpy())`` makes it; C-ordered otherwise). The
-    result is out itself, or a Series/DataFrame over it.
+    overlapping x, and F-ordered where x's values are (a DataFrame's float columns, an
+    F-ordered array), C-ordered otherwise -- as ``np.empty_like(x)``, or
+    ``np.empty_like(df.to_numpy())``, makes it. The result is out itself, or a
+    Series/DataFrame over it.
 
         >>> ewma([1.0, 2.0, 3.0], beta=0.5)            # = pandas ewm(alpha=0.5).mean()
         array([1.        , 1.66666667, 2.42857143])
