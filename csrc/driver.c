@@ -4,7 +4,8 @@
  * blocks), consecutive small arrays grouped until a task is worth a thread. Within a task,
  * a piece runs its loop straight on the arrays when the loop was compiled for their
  * layout: every buffer in the compute type, or (stores rounding to nearest) every buffer
- * bfloat16, or float32 params with bfloat16 state; those loops convert in registers.
+ * bfloat16, or float32 params with bfloat16 state, or (Adam, with AVX512-BF16) float32
+ * params and state with a bfloat16 gradient and copy; those loops convert in registers.
  * Otherwise it runs in blocks: bfloat16/float16 buffers are widened into stack buffers,
  * the loop runs on the block, and the written ones (and the param copy) are rounded back.
  * Reducing kernels run one reduction block at a time and store one partial per block,
@@ -54,12 +55,11 @@ static void span_f64(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
 
 /* The loop that runs on array a's buffers as they are stored, with no block conversions:
  * float32 buffers, and when stores round to nearest, bfloat16 ones or a float32 param and
- * gradient with bfloat16 state. NULL for any other mix, or with a param copy. */
+ * gradient with bfloat16 state, or (Adam, where the CPU rounds bfloat16 itself) a float32
+ * param and state with a bfloat16 gradient and param copy. NULL for any other mix. */
 static fo_loop_f32 *loop_as_stored(const fo_call *c, void *const *data, const int *dtype)
 {
     const fo_kernel *k = c->kernel;
-    if (data[k->nroles])
-        return NULL;
     int params = -1, state = -1;    /* the dtype of roles 0-1, of roles 2..; -2: mixed */
     for (int j = 0; j < k->nroles; j++) {
         int *kind = j < 2 ? &params : &state;
@@ -68,6 +68,11 @@ static fo_loop_f32 *loop_as_stored(const fo_call *c, void *const *data, const in
     }
     if (state == -1)
         state = params;             /* a kernel without state buffers */
+    if (data[k->nroles])            /* a param copy */
+        return k->loop_master && !c->rounding.stochastic && fo_bfloat16_instruction()
+                       && dtype[0] == FO_FLOAT32 && dtype[1] == FO_BFLOAT16
+                       && state == FO_FLOAT32 && dtype[k->nroles] == FO_BFLOAT16
+                   ? k->loop_master : NULL;
     if (params == FO_FLOAT32 && state == FO_FLOAT32)
         return k->loop_f32;
     if (c->writes && c->rounding.stochastic)
@@ -112,7 +117,7 @@ static void span_f32(const run_ctx *r, int64_t a, int64_t lo, int64_t hi)
         double *sums = k->nsums ? r->partials + (r->block_offset[a] + b / FO_REDUCE_BLOCK) * k->nsums
                                 : NULL;
         if (as_stored) {
-            for (int j = 0; j < k->nroles; j++)
+            for (int j = 0; j <= k->nroles; j++)    /* and the param copy, if any */
                 buf[j] = data[j] ? (char *)data[j] + b * itemsize(dtype[j]) : NULL;
             as_stored(s, buf, len, sums);
             continue;

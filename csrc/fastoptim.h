@@ -63,6 +63,8 @@ typedef struct {
     fo_loop_f64 *loop_f64;      /* float64 buffers */
     fo_loop_f32 *loop_bf16;     /* bfloat16 buffers, rounding to nearest */
     fo_loop_f32 *loop_f32_bf16; /* float32 param and gradient, bfloat16 state, to nearest */
+    fo_loop_f32 *loop_master;   /* float32 param and state, bfloat16 gradient and param copy
+                                 * (buf[nroles]), to nearest; Adam's, with AVX512-BF16 only */
 } fo_kernel;
 
 extern const fo_kernel fo_kernels[];

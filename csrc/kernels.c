@@ -76,7 +76,7 @@
 /* the prologue's fields (loops/common.h), first in every optimizer's scalars */
 #define PROLOGUE "maximize grad_factor weight_decay param_decay "
 #define NSCALARS(type) (int)(sizeof(type) / sizeof(double))
-#define LOOPS(name) name##_loop_f32, name##_loop_f64, name##_loop_bf16, name##_loop_f32_bf16
+#define LOOPS(name) name##_loop_f32, name##_loop_f64, name##_loop_bf16, name##_loop_f32_bf16, NULL
 
 /* name, roles (role 1 only read), scalars, nroles, nscalars, nsums, combine_max, loops */
 const fo_kernel fo_kernels[] = {
@@ -92,7 +92,7 @@ const fo_kernel fo_kernels[] = {
      4, NSCALARS(adadelta_scalars_f64), 0, 0, LOOPS(adadelta)},
     {"adam_step", "param grad exp_avg exp_avg_sq max_exp_avg_sq", PROLOGUE ADAM_SCALARS,
      5, NSCALARS(adam_scalars_f64), 0, 0,
-     adam_loop_f32, adam_loop_f64, adam_loop_bf16_any, adam_loop_f32_bf16_any},
+     adam_loop_f32, adam_loop_f64, adam_loop_bf16_any, adam_loop_f32_bf16_any, adam_loop_master},
     {"adamax_step", "param grad exp_avg exp_inf", PROLOGUE ADAMAX_SCALARS,
      4, NSCALARS(adamax_scalars_f64), 0, 0, LOOPS(adamax)},
     {"nadam_step", "param grad exp_avg exp_avg_sq", PROLOGUE NADAM_SCALARS,
@@ -123,6 +123,6 @@ const int fo_kernel_count = sizeof fo_kernels / sizeof fo_kernels[0];
 /* Adafactor runs through its own driver (adafactor.c): its names, for the registry check */
 const fo_kernel fo_adafactor_kernel = {
     "adafactor_pass", "param grad row_var col_var variance", PROLOGUE ADAFACTOR_SCALARS,
-    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL, NULL, NULL};
+    5, NSCALARS(adafactor_scalars_f64), 2, 0, NULL, NULL, NULL, NULL, NULL};
 
 ewma_scan_kernel *const ewma_scan[2] = {ewma_scan_f32, ewma_scan_f64};

@@ -234,8 +234,9 @@ def test_adam_rounds_with_the_bfloat16_instruction_exactly_where_the_cpu_has_it(
 
 @pytest.mark.skipif(os.environ.get("FASTOPTIM_GENERIC_BF16") == "1", reason="already generic")
 def test_the_generic_bfloat16_loops_where_the_cpu_converts():
-    """On a CPU with the instruction, the tests above run Adam's loops that use it (and the
-    block conversions round with it); the generic loops and rounding (every other CPU) run
+    """On a CPU with the instruction, the tests above run Adam's loops that use it (three
+    layouts, the float32 master with a bfloat16 gradient and copy among them) and the block
+    conversions round with it; the generic loops, blocks and rounding (every other CPU) run
     here, in a child with FASTOPTIM_GENERIC_BF16=1, with the rounding tests."""
     if not kernels.build_info()["bfloat16_instruction"]:
         pytest.skip("the generic loops already run in this process")
@@ -243,7 +244,8 @@ def test_the_generic_bfloat16_loops_where_the_cpu_converts():
     child = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          os.path.join(tests, "test_low_precision.py"), os.path.join(tests, "test_rounding.py"),
-         "-k", "registers or bfloat16_instruction or split_across_threads or rounding"],
+         "-k", "registers or bfloat16_instruction or split_across_threads or rounding "
+         "or every_layout"],
         env=dict(os.environ, FASTOPTIM_GENERIC_BF16="1"), cwd=tests,
         capture_output=True, text=True)
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]

@@ -7,8 +7,11 @@
  * and a shuffle to pack them, and cannot use the instruction for a loop written value by
  * value. Here the values go 16 to a vector and are rounded 32 at a time by
  * bfloat16_nearest_x32 (bfloat16.h: one instruction, the same bits): an all-bfloat16 step
- * in cache takes about 30 % less time. Only Adam/AdamW, the optimizer-offload workhorse, has
- * one; the other optimizers round as adam.h does.
+ * in cache takes about 30 % less time. It serves three layouts: every buffer bfloat16;
+ * float32 param and gradient with bfloat16 state; and the offload one, a float32 master
+ * param and state with a bfloat16 gradient and param copy, which has no generic loop (it
+ * runs in the driver's blocks where the CPU lacks the instruction). Only Adam/AdamW, the
+ * optimizer-offload workhorse, has one; the other optimizers round as adam.h does.
  *
  * The arithmetic is adam.h's adam_body, operation for operation, on 16 floats at a time
  * (GCC's vector operators; -ffp-contract=off as everywhere, so no fused multiply-adds).
@@ -16,10 +19,17 @@
  * CPU runs, and again with FASTOPTIM_GENERIC_BF16=1, which selects the generic loops.
  *
  * Included once by kernels.c, after the float instantiations (it uses adam_scalars_f32 and
- * hands the last elements, fewer than 32, to adam_loop_bf16 / adam_loop_f32_bf16). */
+ * hands the last elements, fewer than 32, to adam_loop_bf16 / adam_loop_f32_bf16, or for
+ * the master layout to adam_loop_f32 as the driver's blocks would). */
 
 #ifdef FO_BFLOAT16_INSTRUCTION
 typedef __m512 fo_v16;
+
+/* Which buffers are bfloat16 (the others float32), and whether a bfloat16 copy of the
+ * updated param is written (buf[5]). */
+typedef struct {
+    int params, grad, state, copy;
+} adam_bf16_layout;
 
 /* 16 values of a buffer from element i, as floats: bfloat16 widened, or float32 as is. */
 FO_TARGET_AVX512_BF16 static inline fo_v16 adam_bf16_load(const void *buf, int64_t i,
@@ -43,10 +53,22 @@ FO_TARGET_AVX512_BF16 static inline void adam_bf16_store(void *buf, int64_t i, f
     }
 }
 
-/* adam_body (adam.h) on 32 elements at a time, as two vectors of 16. params_bf16: param
- * and gradient are bfloat16 (else float32); the state is bfloat16. */
+/* The last elements of a call (fewer than 32) of the master layout, as the driver's blocks
+ * would run them: the gradient widened, the float32 loop, the copy rounded from the param. */
+static void adam_bf16_master_tail(const adam_scalars_f32 *s, void *const *buf, int64_t n)
+{
+    float grad[32];
+    for (int64_t k = 0; k < n; k++)
+        grad[k] = bfloat16_widen(((const uint16_t *)buf[1])[k]);
+    void *block[5] = {buf[0], grad, buf[2], buf[3], buf[4]};
+    adam_loop_f32((const float *)s, block, n, NULL);
+    for (int64_t k = 0; k < n; k++)
+        ((uint16_t *)buf[5])[k] = bfloat16_nearest(((const float *)buf[0])[k]);
+}
+
+/* adam_body (adam.h) on 32 elements at a time, as two vectors of 16, in layout l. */
 FO_TARGET_AVX512_BF16 static void adam_bf16_body(const adam_scalars_f32 *s, void *const *buf,
-                                                 int64_t n, const int params_bf16,
+                                                 int64_t n, const adam_bf16_layout l,
                                                  const int amsgrad, const int denominator)
 {
     const fo_v16 param_decay = _mm512_set1_ps(s->pro.param_decay);
@@ -66,8 +88,8 @@ FO_TARGET_AVX512_BF16 static void adam_bf16_body(const adam_scalars_f32 *s, void
             const int64_t at = i + 16 * h;
             /* common.h's prologue: each step skipped when its scalar is the identity, the
              * negation an XOR of the sign bit */
-            fo_v16 pi = adam_bf16_load(buf[0], at, params_bf16);
-            fo_v16 g = adam_bf16_load(buf[1], at, params_bf16);
+            fo_v16 pi = adam_bf16_load(buf[0], at, l.params);
+            fo_v16 g = adam_bf16_load(buf[1], at, l.grad);
             if (s->pro.param_decay != 1)
                 pi = pi * param_decay;
             if (s->pro.grad_factor != 1)
@@ -76,20 +98,20 @@ FO_TARGET_AVX512_BF16 static void adam_bf16_body(const adam_scalars_f32 *s, void
             if (s->pro.weight_decay != 0)
                 g = g + weight_decay * pi;
             /* adam.h's moments */
-            m[h] = beta1 * adam_bf16_load(buf[2], at, 1) + one_minus_beta1 * g;
-            v[h] = beta2 * adam_bf16_load(buf[3], at, 1) + one_minus_beta2 * (g * g);
+            m[h] = beta1 * adam_bf16_load(buf[2], at, l.state) + one_minus_beta1 * g;
+            v[h] = beta2 * adam_bf16_load(buf[3], at, l.state) + one_minus_beta2 * (g * g);
             p[h] = pi;
         }
-        adam_bf16_store(buf[2], i, m[0], m[1], 1);
-        adam_bf16_store(buf[3], i, v[0], v[1], 1);
+        adam_bf16_store(buf[2], i, m[0], m[1], l.state);
+        adam_bf16_store(buf[3], i, v[0], v[1], l.state);
         if (amsgrad) {
             for (int h = 0; h < 2; h++) {   /* common.h's maximum(vmax, v): a NaN vmax wins */
-                const fo_v16 vmax = adam_bf16_load(buf[4], i + 16 * h, 1);
+                const fo_v16 vmax = adam_bf16_load(buf[4], i + 16 * h, l.state);
                 const __mmask16 take_vmax = _mm512_cmp_ps_mask(vmax, v[h], _CMP_GT_OQ)
                                             | _mm512_cmp_ps_mask(vmax, vmax, _CMP_UNORD_Q);
                 v[h] = _mm512_mask_blend_ps(take_vmax, v[h], vmax);
             }
-            adam_bf16_store(buf[4], i, v[0], v[1], 1);
+            adam_bf16_store(buf[4], i, v[0], v[1], l.state);
         }
         for (int h = 0; h < 2; h++) {
             const fo_v16 den =
@@ -98,41 +120,49 @@ FO_TARGET_AVX512_BF16 static void adam_bf16_body(const adam_scalars_f32 *s, void
                 : _mm512_sqrt_ps(v[h]) * rsqrt_bc2 + eps;
             p[h] = p[h] - step_size * m[h] / den;
         }
-        adam_bf16_store(buf[0], i, p[0], p[1], params_bf16);
+        adam_bf16_store(buf[0], i, p[0], p[1], l.params);
+        if (l.copy)
+            bfloat16_nearest_x32(p[0], p[1], (uint16_t *)buf[5] + i);
     }
     if (i < n) {
-        void *rest[5];
-        for (int j = 0; j < 5; j++)
-            rest[j] = buf[j] ? (char *)buf[j] + i * (j < 2 && !params_bf16 ? 4 : 2) : NULL;
-        params_bf16 ? adam_loop_bf16((const float *)s, rest, n - i, NULL)
-                    : adam_loop_f32_bf16((const float *)s, rest, n - i, NULL);
+        const int size[6] = {l.params ? 2 : 4, l.grad ? 2 : 4, l.state ? 2 : 4,
+                             l.state ? 2 : 4, l.state ? 2 : 4, 2};
+        void *rest[6];
+        for (int j = 0; j < 6; j++)
+            rest[j] = buf[j] && (j < 5 || l.copy) ? (char *)buf[j] + i * size[j] : NULL;
+        if (l.copy)
+            adam_bf16_master_tail(s, rest, n - i);
+        else if (l.params)
+            adam_loop_bf16((const float *)s, rest, n - i, NULL);
+        else
+            adam_loop_f32_bf16((const float *)s, rest, n - i, NULL);
     }
 }
 
 /* The options as constants, so each combination compiles to a loop of its own. */
 FO_TARGET_AVX512_BF16 static void adam_bf16(const float *scalars, void *const *buf, int64_t n,
-                                            const int params_bf16)
+                                            const adam_bf16_layout l)
 {
     const adam_scalars_f32 *s = (const void *)scalars;
     const int amsgrad = buf[4] != NULL;
     if (s->denominator == FO_ADAM_DEN_EPS_ROOT)
-        amsgrad ? adam_bf16_body(s, buf, n, params_bf16, 1, FO_ADAM_DEN_EPS_ROOT)
-                : adam_bf16_body(s, buf, n, params_bf16, 0, FO_ADAM_DEN_EPS_ROOT);
+        amsgrad ? adam_bf16_body(s, buf, n, l, 1, FO_ADAM_DEN_EPS_ROOT)
+                : adam_bf16_body(s, buf, n, l, 0, FO_ADAM_DEN_EPS_ROOT);
     else if (s->denominator == FO_ADAM_DEN_EPS_HAT)
-        amsgrad ? adam_bf16_body(s, buf, n, params_bf16, 1, FO_ADAM_DEN_EPS_HAT)
-                : adam_bf16_body(s, buf, n, params_bf16, 0, FO_ADAM_DEN_EPS_HAT);
+        amsgrad ? adam_bf16_body(s, buf, n, l, 1, FO_ADAM_DEN_EPS_HAT)
+                : adam_bf16_body(s, buf, n, l, 0, FO_ADAM_DEN_EPS_HAT);
     else
-        amsgrad ? adam_bf16_body(s, buf, n, params_bf16, 1, FO_ADAM_DEN_TORCH)
-                : adam_bf16_body(s, buf, n, params_bf16, 0, FO_ADAM_DEN_TORCH);
+        amsgrad ? adam_bf16_body(s, buf, n, l, 1, FO_ADAM_DEN_TORCH)
+                : adam_bf16_body(s, buf, n, l, 0, FO_ADAM_DEN_TORCH);
 }
 #endif
 
-/* The registry's Adam loops for the two bfloat16 layouts. */
+/* The registry's Adam loops for the bfloat16 layouts. */
 static void adam_loop_bf16_any(const float *scalars, void *const *buf, int64_t n, double *sums)
 {
 #ifdef FO_BFLOAT16_INSTRUCTION
     if (fo_bfloat16_instruction()) {
-        adam_bf16(scalars, buf, n, 1);
+        adam_bf16(scalars, buf, n, (adam_bf16_layout){1, 1, 1, 0});
         return;
     }
 #endif
@@ -144,9 +174,21 @@ static void adam_loop_f32_bf16_any(const float *scalars, void *const *buf, int64
 {
 #ifdef FO_BFLOAT16_INSTRUCTION
     if (fo_bfloat16_instruction()) {
-        adam_bf16(scalars, buf, n, 0);
+        adam_bf16(scalars, buf, n, (adam_bf16_layout){0, 0, 1, 0});
         return;
     }
 #endif
     adam_loop_f32_bf16(scalars, buf, n, sums);
+}
+
+/* float32 master param and state, bfloat16 gradient and param copy: only with the
+ * instruction (the driver checks fo_bfloat16_instruction; elsewhere the blocks run it). */
+static void adam_loop_master(const float *scalars, void *const *buf, int64_t n, double *sums)
+{
+    (void)sums;
+#ifdef FO_BFLOAT16_INSTRUCTION
+    adam_bf16(scalars, buf, n, (adam_bf16_layout){0, 1, 0, 1});
+#else
+    (void)scalars, (void)buf, (void)n;
+#endif
 }
