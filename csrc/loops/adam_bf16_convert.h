@@ -15,8 +15,9 @@
  *
  * The arithmetic is adam.h's adam_body, operation for operation, on 16 floats at a time
  * (GCC's vector operators; -ffp-contract=off as everywhere, so no fused multiply-adds).
- * The tests compare both bfloat16 layouts with the NumPy reference on whichever loop the
- * CPU runs, and again with FASTOPTIM_GENERIC_BF16=1, which selects the generic loops.
+ * The tests compare all three layouts with the NumPy reference on whichever code the CPU
+ * runs, and again with FASTOPTIM_GENERIC_BF16=1, which selects the generic loops and the
+ * driver's blocks.
  *
  * Included once by kernels.c, after the float instantiations (it uses adam_scalars_f32 and
  * hands the last elements, fewer than 32, to adam_loop_bf16 / adam_loop_f32_bf16, or for
@@ -54,16 +55,15 @@ FO_TARGET_AVX512_BF16 static inline void adam_bf16_store(void *buf, int64_t i, f
 }
 
 /* The last elements of a call (fewer than 32) of the master layout, as the driver's blocks
- * would run them: the gradient widened, the float32 loop, the copy rounded from the param. */
+ * run them: the gradient widened, the float32 loop, the copy rounded from the param. */
 static void adam_bf16_master_tail(const adam_scalars_f32 *s, void *const *buf, int64_t n)
 {
+    static const fo_rounding nearest = {0, 0, 0};
     float grad[32];
-    for (int64_t k = 0; k < n; k++)
-        grad[k] = bfloat16_widen(((const uint16_t *)buf[1])[k]);
+    fo_widen(buf[1], FO_BFLOAT16, grad, n);
     void *block[5] = {buf[0], grad, buf[2], buf[3], buf[4]};
     adam_loop_f32((const float *)s, block, n, NULL);
-    for (int64_t k = 0; k < n; k++)
-        ((uint16_t *)buf[5])[k] = bfloat16_nearest(((const float *)buf[0])[k]);
+    fo_narrow(buf[0], buf[5], FO_BFLOAT16, n, &nearest, 0, 0);
 }
 
 /* adam_body (adam.h) on 32 elements at a time, as two vectors of 16, in layout l. */
